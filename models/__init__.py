@@ -1,0 +1,6 @@
+"""The methods, one file each, registered by name. Importing this package registers them all."""
+
+from affectune.models._registry import (  # noqa: F401
+    build_model, list_models, make_config, model_class, register,
+)
+from affectune.models.base import MERModel, ModelConfig  # noqa: F401

@@ -1,0 +1,58 @@
+"""The mini-batch every model consumes, as torch tensors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from affectune import MODALITIES
+
+
+@dataclass
+class Batch:
+    """B samples. Features are already filled (zero or gaussian) where frames are missing.
+
+    A model's `forward` may use the features, `valid` (padding) masks and tokens only.
+    `dropped` records which frames the train-time missing policy removed; it is there for
+    losses that need it (e.g. reconstruction on masked positions) and is all-False at test time
+    so no model can peek at the evaluation masks.
+    """
+
+    text: torch.Tensor  # (B, Tt, Dt) float32
+    audio: torch.Tensor  # (B, Ta, Da) float32
+    vision: torch.Tensor  # (B, Tv, Dv) float32
+    valid: dict[str, torch.Tensor]  # modality -> (B, T_m) bool, True inside the sequence length
+    dropped: dict[str, torch.Tensor]  # modality -> (B, T_m) bool, True where a frame was removed
+    label: torch.Tensor  # (B,) float32 for regression, int64 for classification
+    index: torch.Tensor  # (B,) int64 row of each sample in its split
+    tokens: torch.Tensor | None = None  # (B, Tt) int64 token ids, or None
+
+    def features(self, modality: str) -> torch.Tensor:
+        return getattr(self, modality)
+
+    def present(self, modality: str) -> torch.Tensor:
+        """(B, T_m) bool: inside the length and not dropped."""
+        return self.valid[modality] & ~self.dropped[modality]
+
+    @property
+    def size(self) -> int:
+        return int(self.text.shape[0])
+
+    def replace(self, **changes) -> "Batch":
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        mv = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(
+            text=mv(self.text), audio=mv(self.audio), vision=mv(self.vision),
+            valid={m: mv(v) for m, v in self.valid.items()},
+            dropped={m: mv(v) for m, v in self.dropped.items()},
+            label=mv(self.label), index=mv(self.index), tokens=mv(self.tokens),
+        )
+
+
+def modality_dict(fn) -> dict[str, torch.Tensor]:
+    """{modality: fn(modality)} in canonical order."""
+    return {m: fn(m) for m in MODALITIES}
