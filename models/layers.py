@@ -1,0 +1,297 @@
+"""Layers shared by every method: masked pooling, positional encodings, padding-aware Conv1D,
+NaN-safe attention blocks, MLP and task heads.
+
+Conventions: features are (B, T, d); `valid` masks are (B, T) bool, True inside the sequence
+length (padding is False). Every block here
+  * never lets a padded frame influence a valid one (keys are masked, padded inputs are zeroed
+    before a convolution), so appending padding never changes a model's output;
+  * is finite when a sample has no valid frame at all (length 0): attention over an all-masked
+    key row returns zeros instead of softmax's NaN, pooling returns zeros.
+Dropped frames (train-time or test-time missingness) are *inside* the length: they are valid
+frames whose features were filled, so no block here treats them specially.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectune.data.schema import DatasetSpec
+
+# ----------------------------------------------------------------------------- masks and pooling
+
+
+def zero_padding(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x (B, T, d) with padded frames set to 0."""
+    return x * valid.unsqueeze(-1).to(x.dtype)
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: x (B, T, d), valid (B, T) -> (B, d); zeros for a sample with none."""
+    w = valid.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def last_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The last valid frame of each sample: x (B, T, d) -> (B, d); zeros for a sample with none.
+
+    "Last" is the highest valid index, so it also works for masks that are not a prefix."""
+    B, T, _ = x.shape
+    pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
+    idx = torch.where(valid, pos, torch.full_like(pos, -1)).amax(1)  # (B,), -1 = no valid frame
+    out = x[torch.arange(B, device=x.device), idx.clamp_min(0)]  # (B, d)
+    return out * (idx >= 0).unsqueeze(-1).to(x.dtype)
+
+
+def pool(x: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool (B, T, d) -> (B, d) by "mean" (masked mean) or "last" (last valid frame)."""
+    if how == "mean":
+        return masked_mean(x, valid)
+    if how == "last":
+        return last_valid(x, valid)
+    raise ValueError(f"unknown pooling {how!r}; expected 'mean' or 'last'")
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def sinusoidal_table(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(length, dim) sin/cos table of "Attention is all you need"; any length, no parameters."""
+    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+                     * (-math.log(10000.0) / dim))  # (ceil(dim/2),)
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.to(dtype)
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """x (B, T, d) -> x + PE[:T]; defined for every T, so padding never changes valid frames."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + sinusoidal_table(x.shape[1], self.dim, x.device, x.dtype)
+
+
+class LearnedPositionalEncoding(nn.Module):
+    """x (B, T, d) -> x + E[:T] with a learned table of `max_len` rows."""
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(max_len, dim) * 0.02)  # (max_len, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        if T > self.table.shape[0]:
+            raise ValueError(f"sequence of {T} frames is longer than the positional table "
+                             f"({self.table.shape[0]}); build the model for the longer length")
+        return x + self.table[:T]
+
+
+def fit_to_length(seq: torch.Tensor, length: int, batch_len: int) -> torch.Tensor:
+    """Place a learned sequence of slots on a frame axis.
+
+    seq (P, d) or (B, P, d) is resampled by linear interpolation to `length` frames (the
+    dataset's padded length, fixed when the model is built), then cut or zero-extended to the
+    batch's `batch_len` frames. Resampling to the fixed dataset length, not the batch length,
+    keeps slot i tied to frame i, so extra padding in a batch changes nothing.
+    Returns (L, d) or (B, L, d) with L = batch_len.
+    """
+    squeeze = seq.dim() == 2
+    s = seq.unsqueeze(0) if squeeze else seq  # (B|1, P, d)
+    if s.shape[1] != length:
+        s = F.interpolate(s.transpose(1, 2), size=length, mode="linear",
+                          align_corners=True).transpose(1, 2)  # (B|1, length, d)
+    if batch_len <= length:
+        s = s[:, :batch_len]
+    else:
+        s = F.pad(s, (0, 0, 0, batch_len - length))  # frames past the dataset length get no slot
+    return s.squeeze(0) if squeeze else s
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+class TemporalConv(nn.Module):
+    """Conv1D over time that respects padding: (B, T, D_in), valid (B, T) -> (B, T, d_out).
+
+    Padded frames are zeroed before the convolution (so they equal the convolution's own zero
+    padding at the sequence edge) and after it (so later blocks see clean zeros)."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 1, bias: bool = False):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1 (keeps T frames), got {kernel_size}")
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = zero_padding(x, valid).transpose(1, 2)  # (B, D_in, T)
+        return zero_padding(self.conv(x).transpose(1, 2), valid)  # (B, T, d_out)
+
+
+class MLP(nn.Module):
+    """in -> [hidden -> GELU -> dropout] x (layers - 1) -> out."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0, layers: int = 2):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"an MLP needs at least 1 layer, got {layers}")
+        mods: list[nn.Module] = []
+        d = in_dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
+            d = hidden
+        mods.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TaskHead(nn.Module):
+    """MLP to the task's output: (B, in) -> (B,) scores for regression, (B, C) logits otherwise."""
+
+    def __init__(self, in_dim: int, spec: DatasetSpec, hidden: int | None = None, dropout: float = 0.0,
+                 layers: int = 2):
+        super().__init__()
+        self.regression = spec.task == "regression"
+        self.mlp = MLP(in_dim, hidden or in_dim, spec.out_dim, dropout, layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.mlp(x)  # (B, out_dim)
+        return out.squeeze(-1) if self.regression else out
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a key padding mask that is finite on all-masked rows.
+
+    query (B, Tq, d), key (B, Tk, d), value (B, Tk, d), key_valid (B, Tk) bool -> (B, Tq, d).
+    A sample with no valid key gets a zero output (a residual block then leaves its input
+    unchanged) and zero gradients through the attention, never NaN.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)  # (B, h, T, d/h)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_valid: torch.Tensor | None = None, need_weights: bool = False):
+        B, Tq, d = query.shape
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"keys ({key.shape[1]}) and values ({value.shape[1]}) differ in length")
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        if key_valid is None:
+            key_valid = torch.ones(B, key.shape[1], dtype=torch.bool, device=key.device)
+        has_key = key_valid.any(1)  # (B,)
+        # rows without any valid key attend everywhere (finite) and are zeroed below
+        allowed = (key_valid | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, Tk)
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, Tq, Tk)
+            attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+            ctx = F.dropout(attn, p, self.training) @ v  # (B, h, Tq, d/h)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        out = self.out_proj(ctx.transpose(1, 2).reshape(B, Tq, d))  # (B, Tq, d)
+        out = out * has_key.to(out.dtype)[:, None, None]
+        if need_weights:
+            return out, attn.mean(1) * has_key.to(attn.dtype)[:, None, None]  # (B, Tq, Tk)
+        return out
+
+
+class FeedForward(nn.Module):
+    """Position-wise d -> ff_mult * d -> d."""
+
+    def __init__(self, dim: int, ff_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ff_mult * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Transformer block whose attention reads a context: x (B, Tq, d) attends to ctx (B, Tk, d).
+
+    x = x + Attn(x, ctx, ctx); x = x + FFN(x), with LayerNorm after (post-norm, default) or before
+    (`norm_first`, as MulT) each sub-layer. Self-attention is the special case ctx = x.
+    Output frames where `x_valid` is False are zeroed."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, ff_mult: int = 4, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(dim) if norm_first else None
+        self.norm_ff = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, x_valid: torch.Tensor | None, ctx: torch.Tensor,
+                ctx_valid: torch.Tensor | None) -> torch.Tensor:
+        if self.norm_first:
+            c = self.norm_ctx(ctx)
+            x = x + self.drop(self.attn(self.norm_attn(x), c, c, ctx_valid))
+            x = x + self.drop(self.ff(self.norm_ff(x)))
+        else:
+            x = self.norm_attn(x + self.drop(self.attn(x, ctx, ctx, ctx_valid)))
+            x = self.norm_ff(x + self.drop(self.ff(x)))
+        return x if x_valid is None else zero_padding(x, x_valid)  # (B, Tq, d)
+
+
+class TransformerEncoderLayer(CrossAttentionBlock):
+    """Self-attention block: x (B, T, d), valid (B, T) -> (B, T, d); padded keys ignored."""
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, valid, x, valid)
+
+
+class TransformerEncoder(nn.Module):
+    """`layers` TransformerEncoderLayers (plus a final LayerNorm when `norm_first`)."""
+
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float = 0.0, ff_mult: int = 4,
+                 norm_first: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerEncoderLayer(dim, heads, dropout, ff_mult, norm_first)
+                                    for _ in range(layers))
+        self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, valid)
+        x = self.final_norm(x)
+        return x if valid is None else zero_padding(x, valid)
+
+
+class QueryUpdate(nn.Module):
+    """DQF's query update (eq. 3): Q^ = LayerNorm(MHSA(Q) + Q) for queries (B|1, P, d)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.norm(q + self.drop(self.attn(q, q, q)))
