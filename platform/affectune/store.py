@@ -1,0 +1,318 @@
+"""The study store: a Parquet dataset under one root (local path or ``s3://...``), partitioned by study.
+
+Layout (one directory per table, one partition directory per study, one set of files per trial)::
+
+    <root>/studies/study=<name>/study.parquet
+    <root>/trials/study=<name>/trial=<trial_id>.parquet
+    <root>/curves/study=<name>/trial=<trial_id>__<splits>.parquet
+    <root>/summary/study=<name>/trial=<trial_id>__<splits>.parquet
+
+Every file is written to a hidden temporary name and then renamed, so a reader never sees a half
+written file and concurrent trials on many nodes never lose each other's rows (each trial owns its
+files; writing the same trial again replaces its file, which makes writes idempotent per trial id).
+On object stores a single PUT is already atomic, so the file is written in place there.
+
+Every file carries ``SCHEMA_VERSION`` in its Parquet metadata and as a column. Readers skip files that
+cannot be read (corrupt, partial, written by a newer schema) and list them in ``StudyStore.problems``.
+The dashboard reads the store only through ``open_store(root).studies() / trials() / curves() /
+summary()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+"""Version of the store's table layout; stored in each file's metadata and as a column."""
+
+_META_KEY = b"affectune.schema_version"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+TRIAL_STATUSES = ("completed", "stopped", "failed")
+LINEAGE = ("method", "dataset", "fingerprint", "code_version")
+"""Lineage columns every trial, curve and summary row carries (plus seed and config)."""
+
+JSON_COLUMNS = ("params", "config", "learning_curve", "search_space", "objective")
+"""Columns stored as JSON strings (decode with ``json.loads``)."""
+
+STUDY_COLUMNS = ("study", "method", "dataset", "fingerprint", "search_space", "objective",
+                 "code_version", "created", "schema_version", "config")
+TRIAL_COLUMNS = ("study", "trial_id", "status", "params", "config", "seed", "epochs_run",
+                 "wall_time_s", "num_parameters", "error", "learning_curve", "pareto", "selected",
+                 "node_id", *LINEAGE, "schema_version")
+CURVE_COLUMNS = ("study", "trial_id", "split", "pattern", "fill", "condition", "subset", "rate",
+                 "seed", "train_seed", "metric", "value", *LINEAGE, "config", "schema_version")
+SUMMARY_COLUMNS = ("study", "trial_id", "split", "pattern", "fill", "subset", "metric", "auilc",
+                   "auilc_std", "n_seeds", *LINEAGE, "config", "schema_version")
+_COLUMNS = {"studies": STUDY_COLUMNS, "trials": TRIAL_COLUMNS, "curves": CURVE_COLUMNS,
+            "summary": SUMMARY_COLUMNS}
+_METRIC_PREFIXES = ("val_", "valmask_", "objective", "best_")
+
+
+class StoreError(ValueError):
+    """Bad input to a store writer; the message names the table, study/trial and field."""
+
+
+def _json(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays, paths, tuples: anything with a natural JSON form.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _check_name(kind: str, name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StoreError(f"{kind} name {name!r} must match {_NAME_RE.pattern} "
+                         "(it becomes part of a file name)")
+    return name
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class StudyStore:
+    """Read and write the four tables of one store root. Not tied to one study."""
+
+    def __init__(self, root: str):
+        self.root = root
+        uri = root if "://" in root else os.path.abspath(os.path.expanduser(root))
+        self.fs, self.base = pafs.FileSystem.from_uri(uri)
+        self._atomic_rename = isinstance(self.fs, pafs.LocalFileSystem)
+        self._problems: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"StudyStore({self.root!r})"
+
+    # ------------------------------------------------------------------ paths and raw IO
+    def _dir(self, table: str, study: str) -> str:
+        return f"{self.base.rstrip('/')}/{table}/study={_check_name('study', study)}"
+
+    def _write(self, table: str, study: str, filename: str, frame: pd.DataFrame) -> str:
+        """Write `frame` to <table>/study=<study>/<filename> atomically; return the path."""
+        directory = self._dir(table, study)
+        self.fs.create_dir(directory, recursive=True)
+        final = f"{directory}/{filename}"
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), _META_KEY: str(SCHEMA_VERSION).encode()})
+        if not self._atomic_rename:
+            pq.write_table(arrow, final, filesystem=self.fs)
+            return final
+        tmp = f"{directory}/.tmp-{uuid.uuid4().hex}-{filename}"
+        try:
+            pq.write_table(arrow, tmp, filesystem=self.fs)
+            self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
+        return final
+
+    def _files(self, table: str, study: str | None) -> list[str]:
+        base = (self._dir(table, study) if study is not None
+                else f"{self.base.rstrip('/')}/{table}")
+        infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+        files = [i.path for i in infos if i.type == pafs.FileType.File
+                 and i.path.endswith(".parquet")
+                 and not os.path.basename(i.path).startswith((".", "_"))]
+        return sorted(files)
+
+    def _read(self, table: str, study: str | None) -> pd.DataFrame:
+        frames = []
+        # Forget earlier problems in the scope being re-read (files may have been fixed or removed).
+        scope = (self._dir(table, study) if study is not None else f"{self.base.rstrip('/')}/{table}") + "/"
+        self._problems = {p: m for p, m in self._problems.items() if not p.startswith(scope)}
+        for path in self._files(table, study):
+            try:
+                arrow = pq.read_table(path, filesystem=self.fs)
+                meta = arrow.schema.metadata or {}
+                version = int(meta.get(_META_KEY, b"-1"))
+                if version != SCHEMA_VERSION:
+                    raise StoreError(f"schema version {version} (this affectune reads "
+                                     f"{SCHEMA_VERSION}); written by another affectune version")
+                frame = arrow.to_pandas()
+                missing = [c for c in _COLUMNS[table] if c not in frame.columns]
+                if missing:
+                    raise StoreError(f"missing columns {missing}")
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
+                self._problems[path] = f"{table}: skipped unreadable file ({type(exc).__name__}: {exc})"
+                continue
+            self._problems.pop(path, None)
+            frames.append(frame)
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in _COLUMNS[table]})
+        out = pd.concat(frames, ignore_index=True, sort=False)
+        first = [c for c in _COLUMNS[table] if c in out.columns]
+        return out[first + [c for c in out.columns if c not in first]]
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """(path, message) for every file the last reads had to skip."""
+        return sorted(self._problems.items())
+
+    # ------------------------------------------------------------------ writers
+    def write_study(self, row: dict) -> str:
+        """Write (or replace) the study's row. Needs study, method, dataset, fingerprint."""
+        row = dict(row)
+        study = _check_name("study", row.get("study"))
+        for key in ("method", "dataset", "fingerprint"):
+            if not row.get(key):
+                raise StoreError(f"studies/{study}: field {key!r} is required")
+        row.setdefault("search_space", None)
+        row.setdefault("objective", None)
+        row.setdefault("config", None)
+        if not row.get("code_version"):
+            from affectune import code_version
+            row["code_version"] = code_version()
+        created = row.get("created") or pd.Timestamp.now(tz="UTC")
+        row["created"] = pd.Timestamp(created).tz_convert("UTC") if pd.Timestamp(created).tzinfo \
+            else pd.Timestamp(created).tz_localize("UTC")
+        for key in JSON_COLUMNS:
+            if key in row:
+                row[key] = _json(row[key])
+        row["schema_version"] = SCHEMA_VERSION
+        return self._write("studies", study, "study.parquet", pd.DataFrame([row]))
+
+    def write_trial(self, study: str, row: dict) -> str:
+        """Write (or replace) one trial's row; idempotent per trial id.
+
+        Needs trial_id, status, config, seed and the lineage fields (method, dataset,
+        fingerprint, code_version). Metric-like fields (val_*, valmask_*, objective*) become floats.
+        """
+        row = dict(row)
+        _check_name("study", study)
+        trial_id = _check_name("trial", row.get("trial_id"))
+        where = f"trials/{study}/{trial_id}"
+        if row.get("study", study) != study:
+            raise StoreError(f"{where}: row says study {row['study']!r}")
+        row["study"] = study
+        if row.get("status") not in TRIAL_STATUSES:
+            raise StoreError(f"{where}: status must be one of {TRIAL_STATUSES}, got {row.get('status')!r}")
+        missing = [k for k in (*LINEAGE, "config", "seed") if row.get(k) is None]
+        if missing:
+            raise StoreError(f"{where}: lineage fields {missing} are required")
+        defaults = {"params": {}, "epochs_run": 0, "wall_time_s": None, "num_parameters": None,
+                    "error": None, "learning_curve": [], "pareto": False, "selected": False,
+                    "node_id": None}
+        for key, value in defaults.items():
+            row.setdefault(key, value)
+        for key in JSON_COLUMNS:
+            if key in row:
+                row[key] = _json(row[key])
+        for key in list(row):
+            if key.startswith(_METRIC_PREFIXES):
+                row[key] = _float_or_none(row[key])
+        row["seed"] = int(row["seed"])
+        row["epochs_run"] = int(row["epochs_run"] or 0)
+        row["wall_time_s"] = _float_or_none(row["wall_time_s"])
+        row["num_parameters"] = None if row["num_parameters"] is None else int(row["num_parameters"])
+        row["error"] = None if row["error"] is None else str(row["error"])
+        row["pareto"], row["selected"] = bool(row["pareto"]), bool(row["selected"])
+        row["schema_version"] = SCHEMA_VERSION
+        frame = pd.DataFrame([row])
+        for key in ("wall_time_s",):
+            frame[key] = frame[key].astype("float64")
+        return self._write("trials", study, f"trial={trial_id}.parquet", frame)
+
+    def mark_trials(self, study: str, *, selected: Iterable[str] = (), pareto: Iterable[str] = ()) -> None:
+        """Set the `selected` / `pareto` flags of a study's trials (rewrites the changed rows)."""
+        selected, pareto = set(selected), set(pareto)
+        trials = self.trials(study)
+        for record in trials.to_dict("records"):
+            want_sel, want_par = record["trial_id"] in selected, record["trial_id"] in pareto
+            if bool(record["selected"]) == want_sel and bool(record["pareto"]) == want_par:
+                continue
+            record.update(selected=want_sel, pareto=want_par)
+            clean = {k: v for k, v in record.items() if not _is_missing(v) or k in ("error",)}
+            self.write_trial(study, clean)
+
+    def _write_grid(self, table: str, study: str, trial_id: str, frame: pd.DataFrame,
+                    lineage: dict | None) -> str:
+        _check_name("study", study)
+        _check_name("trial", trial_id)
+        where = f"{table}/{study}/{trial_id}"
+        if not isinstance(frame, pd.DataFrame) or frame.empty:
+            raise StoreError(f"{where}: expected a non-empty DataFrame")
+        frame = frame.copy()
+        for key, value in (lineage or {}).items():
+            frame[key] = _json(value) if key in JSON_COLUMNS else value
+        frame["study"], frame["trial_id"], frame["schema_version"] = study, trial_id, SCHEMA_VERSION
+        if "split" not in frame.columns:
+            frame["split"] = "test"
+        missing = [c for c in _COLUMNS[table] if c not in frame.columns]
+        if missing:
+            raise StoreError(f"{where}: missing columns {missing} (lineage goes in `lineage=`)")
+        if frame[list(LINEAGE)].isna().any().any():
+            raise StoreError(f"{where}: lineage columns {list(LINEAGE)} must be set on every row")
+        splits = "_".join(sorted(map(str, frame["split"].unique())))
+        return self._write(table, study, f"trial={trial_id}__{splits}.parquet", frame)
+
+    def write_curves(self, study: str, trial_id: str, frame: pd.DataFrame, *,
+                     lineage: dict | None = None) -> str:
+        """Write a trial's robustness curves (one file per trial and split set; idempotent).
+
+        `frame` has subset, rate, seed, pattern, fill, condition, metric, value (and train_seed);
+        `lineage` (method, dataset, fingerprint, code_version, config) is added to every row.
+        """
+        return self._write_grid("curves", study, trial_id, frame, lineage)
+
+    def write_summary(self, study: str, trial_id: str, frame: pd.DataFrame, *,
+                      lineage: dict | None = None) -> str:
+        """Write a trial's AUILC summary rows (one file per trial and split set; idempotent)."""
+        return self._write_grid("summary", study, trial_id, frame, lineage)
+
+    # ------------------------------------------------------------------ readers
+    def studies(self, study: str | None = None) -> pd.DataFrame:
+        """One row per study (see STUDY_COLUMNS)."""
+        return self._read("studies", study)
+
+    def trials(self, study: str | None = None) -> pd.DataFrame:
+        """One row per trial (see TRIAL_COLUMNS, plus val_*/valmask_*/objective metric columns)."""
+        return self._read("trials", study)
+
+    def curves(self, study: str | None = None) -> pd.DataFrame:
+        """Robustness curve points of the evaluated trials (see CURVE_COLUMNS)."""
+        return self._read("curves", study)
+
+    def summary(self, study: str | None = None) -> pd.DataFrame:
+        """AUILC per subset and metric of the evaluated trials (see SUMMARY_COLUMNS)."""
+        return self._read("summary", study)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def open_store(root: str) -> StudyStore:
+    """Open (lazily: nothing is created until the first write) the store at `root`."""
+    if not root:
+        raise StoreError("store root must be a non-empty path or URI")
+    return StudyStore(root)
