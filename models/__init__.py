@@ -4,3 +4,6 @@ from affectune.models._registry import (  # noqa: F401
     build_model, list_models, make_config, model_class, register,
 )
 from affectune.models.base import MERModel, ModelConfig  # noqa: F401
+
+# Importing the model files registers them (@register); keep one line per method.
+from affectune.models import dqf  # noqa: F401,E402

@@ -284,8 +284,8 @@ class TransformerEncoder(nn.Module):
         return x if valid is None else zero_padding(x, valid)
 
 
-class QueryUpdate(nn.Module):
-    """DQF's query update (eq. 3): Q^ = LayerNorm(MHSA(Q) + Q) for queries (B|1, P, d)."""
+class ResidualSelfAttention(nn.Module):
+    """x (B|1, P, d) -> LayerNorm(MHSA(x) + x): DQF's query update (eq. 3) and fusion MHSA (eq. 9)."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -293,5 +293,5 @@ class QueryUpdate(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return self.norm(q + self.drop(self.attn(q, q, q)))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(x + self.drop(self.attn(x, x, x, valid)))
