@@ -31,6 +31,21 @@ class ModelConfig:
         return asdict(self)
 
 
+TRAIN_MISSING = ("none", "uniform_ratio")
+"""Train-time policies a complete-input baseline may opt into (its `train_missing` field)."""
+
+
+def baseline_train_views(policy: str, batch: Batch, generator: torch.Generator) -> list[Batch]:
+    """Views for a baseline's `train_missing` field: the complete batch, or DQF's uniform ratio."""
+    if policy == "none":
+        return [batch]
+    if policy == "uniform_ratio":
+        from affectune import missing  # lazy: models import without the protocol module loaded
+
+        return [missing.uniform_ratio(batch, generator)]
+    raise ValueError(f"unknown train_missing policy {policy!r}; expected one of {TRAIN_MISSING}")
+
+
 class MERModel(nn.Module):
     """Base class. Subclasses set `config_class` and implement `forward`."""
 
