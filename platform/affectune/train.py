@@ -1,0 +1,484 @@
+"""The one training loop: a function of a plain config dict, single-process or data parallel.
+
+    outcome = train_loop({"model": "dqf", "dataset": "synthetic:mosi", "epochs": 20}, reporter)
+
+Per batch the model's own train-time missing policy makes the views it trains on and the model
+returns its own losses, so the loop knows nothing method-specific:
+
+    views = model.train_policy(batch, generator)      # masked Batches
+    losses = model.training_losses(batch, views)      # {"loss": total, ...}
+
+Each epoch it validates on complete inputs (`val_<metric>`) and on a fixed, seeded masked copy of
+the validation split (`valmask_<metric>`, identical masks for every method), keeps the best
+checkpoint by the selection metric (by default the task's primary metric on the masked set, so
+selection rewards robustness), stops early after `patience` epochs without improvement, and calls
+`reporter(metrics, checkpoint_dir_or_None)`. The test split is never read here.
+
+Data parallel: if torch.distributed is initialised (e.g. inside Ray Train workers), each rank
+trains on its DistributedSampler shard through DistributedDataParallel, validation is sharded and
+all-gathered so every rank computes identical metrics (hence identical selection and stopping
+decisions), rank 0 writes checkpoints, and every rank calls the reporter once per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from affectune import code_version
+from affectune.data.schema import Dataset, DatasetSpec
+from affectune.loader import EpochBatches, TensorSplit, masked_copy, preload
+from affectune.metrics import METRICS, PRIMARY_METRIC, compute_metrics, metric_direction
+from affectune.missing import FILLS, PATTERNS, frame_mask, parse_subset
+
+Reporter = Callable[[dict, "str | None"], None]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+CHECKPOINT_FILE = "best.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; a plain dict in and out (`from_dict`, `to_dict`)."""
+
+    model: str = "dqf"
+    """Registered model name (affectune.models.list_models())."""
+    model_config: dict = field(default_factory=dict)
+    """Overrides of the model's config dataclass fields; unknown fields are an error."""
+    dataset: str = "synthetic:mosi"
+    """Dataset source string, e.g. "synthetic:mosi?scale=0.1" or "mmsa:/path/aligned_50.pkl"."""
+    seed: int = 0
+    """Seeds model init, shuffling, dropout and the train-time missing policy."""
+    epochs: int = 20
+    """Maximum number of epochs."""
+    batch_size: int = 64
+    """Samples per optimisation step summed over all data-parallel workers."""
+    eval_batch_size: int = 512
+    """Samples per forward pass during validation (memory only, results are unaffected)."""
+    lr: float = 1e-3
+    """Learning rate."""
+    optimizer: str = "adam"
+    """"adam", "adamw" or "sgd" (with `momentum`)."""
+    momentum: float = 0.9
+    """SGD momentum (ignored by adam/adamw)."""
+    weight_decay: float = 0.0
+    """L2 penalty (adam, sgd) or decoupled weight decay (adamw)."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; None disables clipping."""
+    patience: int | None = 10
+    """Stop after this many epochs without improvement of the selection metric; None never stops early."""
+    select_metric: str | None = None
+    """Selection metric: "valmask_<m>" or "val_<m>" (a bare "<m>" means "valmask_<m>"); None = the
+    task's primary metric on the masked validation set."""
+    val_mask_subset: str = "tav"
+    """Modalities (letters t/a/v) whose frames are dropped in the masked validation set."""
+    val_mask_rate: float = 0.5
+    """Frame drop rate of the masked validation set (each frame independently for "random")."""
+    val_mask_pattern: str = "random"
+    """Mask pattern of the masked validation set: "random" or "block"."""
+    val_mask_fill: str = "zero"
+    """Fill of dropped frames in the masked validation set: "zero" or "gaussian"."""
+    val_mask_seed: int = 12345
+    """Mask seed of the masked validation set (differs from the test seeds 0, 1, 2 on purpose)."""
+    device: str = "auto"
+    """"auto" (cuda if available), "cpu" or "cuda" (cuda:LOCAL_RANK under data parallelism)."""
+    num_threads: int | None = None
+    """torch intra-op threads for this process; None leaves torch's default."""
+    checkpoint_dir: str | None = None
+    """Where the best checkpoint (best.pt) is written; None = a fresh temporary directory."""
+    find_unused_parameters: bool = True
+    """DDP only: tolerate parameters without gradient in a step (methods that route by modality)."""
+
+    def __post_init__(self):
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+
+        need(isinstance(self.model, str) and bool(self.model), f"model must be a name, got {self.model!r}")
+        need(isinstance(self.model_config, dict), f"model_config must be a dict, got {type(self.model_config).__name__}")
+        need(isinstance(self.dataset, str) and ":" in self.dataset,
+             f"dataset must be a source string like 'synthetic:mosi', got {self.dataset!r}")
+        for name in ("seed", "epochs", "batch_size", "eval_batch_size", "val_mask_seed"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an int, got {value!r}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        need(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+             f"patience must be an int >= 1 or None, got {self.patience!r}")
+        if self.select_metric is not None:
+            metric = self.select_metric.split("_", 1)[1] if self.select_metric.startswith(("val_", "valmask_")) \
+                else self.select_metric
+            try:
+                metric_direction(metric)
+            except KeyError as e:
+                raise ValueError(f"TrainConfig: select_metric {self.select_metric!r}: {e.args[0]}") from None
+        parse_subset(self.val_mask_subset)  # raises a clear ValueError
+        need(0.0 < self.val_mask_rate <= 1.0, f"val_mask_rate must be in (0, 1], got {self.val_mask_rate}")
+        need(not (parse_subset(self.val_mask_subset) == parse_subset("tav") and self.val_mask_rate == 1.0),
+             "val_mask_rate 1.0 on every modality leaves nothing to predict from")
+        need(self.val_mask_pattern in PATTERNS, f"val_mask_pattern must be one of {PATTERNS}, got {self.val_mask_pattern!r}")
+        need(self.val_mask_fill in FILLS, f"val_mask_fill must be one of {FILLS}, got {self.val_mask_fill!r}")
+        need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
+        need(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1 or None, got {self.num_threads}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "TrainConfig":
+        """From a plain dict; unknown keys are an error naming the valid ones."""
+        if isinstance(config, TrainConfig):
+            return config
+        if not isinstance(config, dict):
+            raise TypeError(f"train config must be a dict, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**config)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def selection(self, task: str) -> tuple[str, str]:
+        """(metrics key of the selection metric, "max" or "min")."""
+        name = self.select_metric or PRIMARY_METRIC[task]
+        key = name if name.startswith(("val_", "valmask_")) else f"valmask_{name}"
+        metric = key.split("_", 1)[1]
+        info_task = METRICS[metric].task if metric in METRICS else "classification"
+        if info_task != task:
+            raise ValueError(f"TrainConfig: select_metric {name!r} is a {info_task} metric but the dataset "
+                             f"task is {task}")
+        return key, metric_direction(metric)
+
+
+@dataclass
+class TrainOutcome:
+    """What one training run produced."""
+
+    best_epoch: int
+    """Epoch (1-based) whose weights are in the checkpoint."""
+    best_objective: float
+    """The selection metric at best_epoch."""
+    select_metric: str
+    """Key of the selection metric in the per-epoch metrics, e.g. "valmask_mae"."""
+    best_metrics: dict
+    """All per-epoch metrics at best_epoch."""
+    checkpoint_path: str | None
+    """The best checkpoint (rank 0; None on other ranks)."""
+    num_parameters: int
+    """Trainable parameters of the model."""
+    history: list[dict]
+    """Per-epoch metrics, as reported."""
+    wall_time_s: float
+    """Wall time of the whole run including data loading."""
+    epochs_run: int
+    """Epochs actually run (< config epochs after early stopping)."""
+    stopped_early: bool
+    """True if patience ran out."""
+    dataset_fingerprint: str
+    """Content hash of the dataset trained on."""
+    config: dict = field(default_factory=dict)
+    """The full TrainConfig as a dict."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _TrainStep(nn.Module):
+    """forward(batch, views) = model.training_losses(batch, views).
+
+    DDP synchronises gradients only for work done inside the wrapped module's forward, so the
+    loop calls this wrapper (DDP(_TrainStep(model))) rather than model.training_losses directly.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, views):
+        return self.model.training_losses(batch, views)
+
+
+def distributed_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _stream_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integers (e.g. (seed, rank)); distinct keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def masked_validation(data: TensorSplit, cfg: TrainConfig) -> TensorSplit:
+    """The fixed masked validation set: masks from the protocol, keyed on sample ids and val_mask_seed,
+    so every method, trial and worker sees the same inputs."""
+    dropped = {}
+    for m in sorted(parse_subset(cfg.val_mask_subset)):
+        T = data.features[m].shape[1]
+        mask = frame_mask(data.ids, data.lengths[m], T, m, cfg.val_mask_rate,
+                          seed=cfg.val_mask_seed, pattern=cfg.val_mask_pattern)  # (N, T_m)
+        dropped[m] = torch.from_numpy(mask).to(data.device)
+    return masked_copy(data, dropped, fill=cfg.val_mask_fill, seed=cfg.val_mask_seed)
+
+
+@torch.inference_mode()
+def predict_split(model, data: TensorSplit, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """(N, out_dim) float32 predictions on CPU of `data`, rows in order.
+
+    With several ranks each predicts a contiguous shard and the shards are all-gathered, so every
+    rank returns the same full tensor.
+    """
+    out_dim = model.spec.out_dim
+    bounds = np.linspace(0, len(data), world_size + 1).astype(np.int64)
+    lo, hi = int(bounds[rank]), int(bounds[rank + 1])
+    parts = [model.predict(data.batch(slice(s, min(s + batch_size, hi)))).reshape(-1, out_dim).float()
+             for s in range(lo, hi, batch_size)]
+    local = torch.cat(parts) if parts else torch.zeros(0, out_dim, device=data.device)  # (n_rank, out_dim)
+    if world_size == 1:
+        return local.cpu()
+    size = int(np.max(np.diff(bounds)))
+    padded = torch.zeros(size, out_dim, device=local.device)
+    padded[:local.shape[0]] = local
+    gathered = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:int(bounds[r + 1] - bounds[r])] for r, g in enumerate(gathered)]).cpu()
+
+
+def score(task: str, data: TensorSplit, pred: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Metrics of (N, out_dim) predictions against the split's labels."""
+    y = data.label.cpu().numpy()
+    p = pred[:, 0].numpy() if task == "regression" else pred.numpy()
+    return compute_metrics(task, y, p, num_classes=num_classes if task == "classification" else None)
+
+
+def _all_reduce_sum(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def _better(value: float, best: float | None, direction: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if direction == "max" else value < best
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, model, cfg: TrainConfig, *, fingerprint: str, epoch: int,
+                    metrics: dict) -> Path:
+    """Write atomically (temp file + rename) a torch file of plain containers and tensors only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": model.name,
+        "model_config": model.config.to_dict(),
+        "spec": dataclasses.asdict(model.spec),
+        "config": cfg.to_dict(),
+        "dataset_fingerprint": fingerprint,
+        "code_version": code_version(),
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents, loaded with weights_only=True (no code in the file is executed)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or holding non-tensor objects
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read safely: {e}") from None
+    missing = [k for k in ("state_dict", "model", "model_config", "spec", "config") if k not in payload]
+    if not isinstance(payload, dict) or missing:
+        raise ValueError(f"checkpoint {str(path)!r} is not an affectune checkpoint (missing {missing})")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, its TrainConfig dict) from a checkpoint file or its directory."""
+    from affectune.models import build_model
+
+    payload = read_checkpoint(path)
+    spec = DatasetSpec(**payload["spec"])
+    model = build_model(payload["model"], dict(payload["model_config"]), spec)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), dict(payload["config"])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None) -> TrainOutcome:
+    """Train one config; see the module docstring. `dataset` skips loading `config["dataset"]`
+    (tests, benchmarks and callers that already hold it)."""
+    from affectune.models import build_model
+
+    started = time.perf_counter()
+    cfg = TrainConfig.from_dict(config)
+    rank, world = distributed_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} data-parallel workers")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    if dataset is None:
+        from affectune.data import load
+
+        dataset = load(cfg.dataset)
+    fp = dataset.fingerprint
+    spec = dataset.spec()
+    select_key, direction = cfg.selection(dataset.task)
+    train_data = preload(dataset, "train", device)
+    val_data = preload(dataset, "valid", device)
+    val_masked = masked_validation(val_data, cfg)
+
+    model = build_model(cfg.model, dict(cfg.model_config), spec).to(device)  # same init on every rank
+    step: nn.Module = _TrainStep(model)
+    if world > 1:
+        step = nn.parallel.DistributedDataParallel(step, find_unused_parameters=cfg.find_unused_parameters)
+    optimizer = build_optimizer(cfg, model.parameters())
+    torch.manual_seed(_stream_seed(cfg.seed, rank, 1))  # dropout differs per rank, reproducibly
+    policy_gen = torch.Generator(device=device).manual_seed(_stream_seed(cfg.seed, rank, 2))
+    batches = EpochBatches(train_data, cfg.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
+
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if rank == 0 and ckpt_dir is None:
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="affectune-ckpt-"))
+    ckpt_path = ckpt_dir / CHECKPOINT_FILE if (rank == 0 and ckpt_dir is not None) else None
+
+    history: list[dict] = []
+    best: float | None = None
+    best_epoch, best_metrics, since_best, stopped_early = 0, {}, 0, False
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        batches.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        seen = torch.zeros((), device=device)
+        for batch in batches:
+            views = model.train_policy(batch, policy_gen)
+            losses = step(batch, views)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            # Accumulate on-device (no per-step .item() sync); sample-weighted means per epoch.
+            for k, v in losses.items():
+                if v.ndim == 0:
+                    sums[k] = sums.get(k, 0.0) + v.detach() * batch.size
+            seen += batch.size
+        train_time = time.perf_counter() - epoch_start
+        keys = sorted(sums)
+        reduced = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [seen]).float(), world).cpu()
+        train = {("train_loss" if k == "loss" else f"train_{k}"): float(reduced[i] / reduced[-1])
+                 for i, k in enumerate(keys)}
+        if not math.isfinite(train["train_loss"]):
+            raise FloatingPointError(f"training diverged: train loss is {train['train_loss']} at epoch {epoch} "
+                                     f"(model {cfg.model!r}, lr {cfg.lr})")
+
+        model.eval()
+        metrics: dict[str, Any] = {"epoch": epoch, **train}
+        for prefix, data in (("val", val_data), ("valmask", val_masked)):
+            pred = predict_split(model, data, cfg.eval_batch_size, rank, world)
+            metrics.update({f"{prefix}_{k}": v for k, v in score(dataset.task, data, pred, spec.num_classes).items()})
+        objective = float(metrics[select_key])
+        improved = _better(objective, best, direction)
+        if improved:
+            best, best_epoch, since_best = objective, epoch, 0
+        else:
+            since_best += 1
+        metrics.update(objective=objective, best_objective=best if best is not None else float("nan"),
+                       best_epoch=best_epoch, train_time_s=train_time,
+                       epoch_time_s=time.perf_counter() - epoch_start)
+        if improved:
+            best_metrics = dict(metrics)
+        model.on_epoch_end(epoch, {**metrics, "valid_data": val_data, "valid_masked": val_masked})
+        reported_dir = None
+        if improved and ckpt_path is not None:
+            save_checkpoint(ckpt_path, model, cfg, fingerprint=fp, epoch=epoch, metrics=metrics)
+            reported_dir = str(ckpt_dir)
+        history.append(dict(metrics))
+        if reporter is not None:
+            reporter(dict(metrics), reported_dir)
+        if cfg.patience is not None and since_best >= cfg.patience:
+            stopped_early = epoch < cfg.epochs
+            break
+
+    if best_epoch == 0:
+        raise FloatingPointError(f"no epoch produced a finite {select_key}; nothing was selected")
+    return TrainOutcome(
+        best_epoch=best_epoch, best_objective=float(best), select_metric=select_key,
+        best_metrics=best_metrics, checkpoint_path=str(ckpt_path) if ckpt_path else None,
+        num_parameters=model.num_parameters(), history=history,
+        wall_time_s=time.perf_counter() - started, epochs_run=len(history),
+        stopped_early=stopped_early, dataset_fingerprint=fp, config=cfg.to_dict(),
+    )
