@@ -1,0 +1,238 @@
+"""MERBench-style pre-extracted features: per-sample `.npy` files plus a plain-array label file.
+
+Source string: `merbench:<dir>[?task=regression&text=bert&audio=wav2vec&vision=manet&...]`.
+
+Directory layout:
+    <dir>/label.npz            plain arrays only (np.load with allow_pickle=False):
+        <split>_ids            (N,) str  sample ids, for split in train, valid (or val), test,
+                                          and optionally ood
+        <split>_emo            (N,) int class index, or str class name  (classification)
+        <split>_val            (N,) float valence                       (regression)
+        class_names            (C,) str  optional; orders string labels, names int labels
+    <dir>/<text>/<id>.npy      (D,) utterance-level or (T, D) frame-level float features
+    <dir>/<audio>/<id>.npy     folder names default to text, audio, vision (options)
+    <dir>/<vision>/<id>.npy
+
+MERBench itself ships labels as pickled `train_corpus`/`test_corpus` dicts; pickled objects
+are refused here, so convert them once to the arrays above. Every `.npy` is read with
+`allow_pickle=False`. Each modality is zero-padded to its longest sample (utterance-level
+features count as one frame) and the true lengths are recorded; `max_frames` truncates longer
+sequences on request (recorded in meta). Regression values must lie in [-3, 3] after
+multiplying by `val_scale` (e.g. 0.6 for a [-5, 5] valence scale).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from affectune import MODALITIES
+from affectune.data.options import format_options, parse_options
+from affectune.data.schema import Dataset, DatasetError, Split
+
+LABEL_FILE = "label.npz"
+SPLIT_PREFIXES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",),
+                  "ood": ("ood",)}
+
+
+@dataclass(frozen=True)
+class MERBenchOptions:
+    """Options of a `merbench:` source."""
+
+    task: str = "auto"
+    """auto (classification if <split>_emo exists, else regression), classification, regression."""
+    text: str = "text"
+    """Folder of the text features."""
+    audio: str = "audio"
+    """Folder of the audio features."""
+    vision: str = "vision"
+    """Folder of the vision features."""
+    val_scale: float = 1.0
+    """Multiplies regression values (they must end within [-3, 3])."""
+    max_frames: int = 0
+    """Truncate frame-level features to this many frames; 0 keeps all."""
+
+    def __post_init__(self):
+        if self.task not in ("auto", "classification", "regression"):
+            raise DatasetError(f"option task={self.task!r} must be auto, classification or "
+                               "regression", field="task")
+        for m in MODALITIES:
+            name = getattr(self, m)
+            if not name or Path(name).name != name or name in (".", ".."):
+                raise DatasetError(f"option {m}={name!r} must be a plain folder name", field=m)
+        if not (self.val_scale > 0):
+            raise DatasetError(f"option val_scale={self.val_scale} must be > 0", field="val_scale")
+        if self.max_frames < 0:
+            raise DatasetError(f"option max_frames={self.max_frames} must be >= 0",
+                               field="max_frames")
+
+
+def resolve(target: str, raw: dict[str, str]) -> tuple[Path, MERBenchOptions]:
+    if not target:
+        raise DatasetError("merbench: needs a directory, e.g. merbench:/data/mer2023",
+                           field="source")
+    path = Path(target).expanduser().resolve()
+    return path, parse_options(MERBenchOptions, raw, where=str(path))
+
+
+def canonical(path: Path, opts: MERBenchOptions) -> str:
+    return f"merbench:{path}" + format_options(opts)
+
+
+def _read_labels(root: Path) -> dict[str, np.ndarray]:
+    path = root / LABEL_FILE
+    if not path.is_file():
+        raise DatasetError(f"no {LABEL_FILE} (expected arrays <split>_ids, <split>_emo or "
+                           "<split>_val)", file=str(path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DatasetError("holds pickled objects (e.g. MERBench's *_corpus dicts), which "
+                               "are refused; store plain arrays <split>_ids, <split>_emo, "
+                               "<split>_val instead", file=str(path)) from None
+        raise DatasetError(f"not a readable .npz ({e})", file=str(path)) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DatasetError(f"not a readable .npz ({e})", file=str(path)) from None
+
+
+def _split_key(labels: dict, split: str, what: str) -> str | None:
+    for prefix in SPLIT_PREFIXES[split]:
+        if f"{prefix}_{what}" in labels:
+            return f"{prefix}_{what}"
+    return None
+
+
+def _read_feature(path: Path, split: str, modality: str, dim: int | None) -> np.ndarray:
+    err = lambda problem: DatasetError(problem, file=str(path), split=split, field=modality)  # noqa: E731
+    if not path.is_file():
+        raise err("missing feature file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise err(f"not a plain numeric .npy ({e})") from None
+    except OSError as e:
+        raise err(f"cannot read ({e})") from None
+    if not isinstance(x, np.ndarray) or x.ndim not in (1, 2) or not (
+            np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise err(f"expected a numeric (D,) or (T, D) array, got {getattr(x, 'dtype', '?')} "
+                  f"{getattr(x, 'shape', '?')}")
+    x = x.reshape(1, -1) if x.ndim == 1 else x
+    if dim is not None and x.shape[1] != dim:
+        raise err(f"feature size {x.shape[1]} differs from the other samples' {dim}")
+    if not np.isfinite(x).all():
+        raise err("contains NaN or inf")
+    return x.astype(np.float32)
+
+
+def _check_ids(ids: np.ndarray, file: str, split: str, key: str) -> np.ndarray:
+    if ids.ndim != 1 or ids.dtype.kind not in "US":
+        raise DatasetError(f"expected a 1-d string array, got {ids.dtype} {ids.shape}", file=file,
+                           split=split, field=key)
+    ids = ids.astype(str)
+    for i in ids:
+        if not i or Path(i).name != i or i in (".", ".."):
+            raise DatasetError(f"sample id {i!r} is not a plain file name", file=file,
+                               split=split, field=key)
+    return ids
+
+
+def load(root: Path, opts: MERBenchOptions) -> Dataset:
+    if not root.is_dir():
+        raise DatasetError("no such directory", file=str(root))
+    labels = _read_labels(root)
+    label_file = str(root / LABEL_FILE)
+    class_names = tuple(labels["class_names"].astype(str)) if "class_names" in labels else ()
+    has_emo = _split_key(labels, "train", "emo") is not None
+    task = opts.task if opts.task != "auto" else ("classification" if has_emo else "regression")
+    label_kind = "emo" if task == "classification" else "val"
+
+    names = [s for s in SPLIT_PREFIXES if _split_key(labels, s, "ids") is not None]
+    for required in ("train", "valid", "test"):
+        if required not in names:
+            raise DatasetError(f"no array {required}_ids (have {sorted(labels)})",
+                               file=label_file, split=required)
+
+    # Labels per split; string classes are named by class_names or sorted over all splits.
+    raw_y = {}
+    for s in names:
+        key = _split_key(labels, s, label_kind)
+        if key is None:
+            raise DatasetError(f"no array {s}_{label_kind} for task {task}", file=label_file,
+                               split=s)
+        raw_y[s] = labels[key]
+    if task == "classification" and any(y.dtype.kind in "US" for y in raw_y.values()):
+        if not class_names:
+            class_names = tuple(sorted({str(v) for y in raw_y.values() for v in y}))
+
+    splits, truncated, frame_counts = {}, {}, {}
+    feats_by_split = {}
+    dims: dict[str, int | None] = {m: None for m in MODALITIES}
+    for s in names:
+        ids_key = _split_key(labels, s, "ids")
+        ids = _check_ids(labels[ids_key], label_file, s, ids_key)
+        feats = {}
+        for m in MODALITIES:
+            seqs = []
+            for i in ids:
+                x = _read_feature(root / getattr(opts, m) / f"{i}.npy", s, m, dims[m])
+                dims[m] = x.shape[1]
+                if opts.max_frames and x.shape[0] > opts.max_frames:
+                    truncated[m] = truncated.get(m, 0) + 1
+                    x = x[:opts.max_frames]
+                seqs.append(x)
+            feats[m] = seqs
+            frame_counts[m] = max(frame_counts.get(m, 0), max(len(x) for x in seqs))
+        feats_by_split[s] = (ids, feats)
+
+    for s, (ids, feats) in feats_by_split.items():
+        n = len(ids)
+        arrays, lengths = {}, {}
+        for m in MODALITIES:
+            out = np.zeros((n, frame_counts[m], dims[m]), np.float32)  # (N, T_m, D_m)
+            for row, x in enumerate(feats[m]):
+                out[row, :len(x)] = x
+            arrays[m] = out
+            lengths[m] = np.array([len(x) for x in feats[m]], np.int64)
+        y = raw_y[s]
+        field = f"{_split_key(labels, s, label_kind)}"
+        if y.shape != (n,):
+            raise DatasetError(f"expected {n} labels, got shape {y.shape}", file=label_file,
+                               split=s, field=field)
+        label_reg = label_cls = None
+        if task == "classification":
+            if y.dtype.kind in "US":
+                unknown = sorted(set(y.astype(str)) - set(class_names))
+                if unknown:
+                    raise DatasetError(f"labels {unknown} are not in class_names {class_names}",
+                                       file=label_file, split=s, field=field)
+                lookup = {c: k for k, c in enumerate(class_names)}
+                label_cls = np.array([lookup[v] for v in y.astype(str)], np.int64)
+            elif np.issubdtype(y.dtype, np.integer):
+                label_cls = y.astype(np.int64)
+            else:
+                raise DatasetError(f"expected integer or string classes, got {y.dtype}",
+                                   file=label_file, split=s, field=field)
+        else:
+            if not np.issubdtype(y.dtype, np.number):
+                raise DatasetError(f"expected numbers, got {y.dtype}", file=label_file, split=s,
+                                   field=field)
+            label_reg = (y.astype(np.float64) * opts.val_scale).astype(np.float32)
+        splits[s] = Split(text=arrays["text"], audio=arrays["audio"], vision=arrays["vision"],
+                          lengths=lengths, ids=ids, label_reg=label_reg, label_cls=label_cls)
+
+    num_classes = 0
+    if task == "classification":
+        num_classes = len(class_names) or 1 + max(int(sp.label_cls.max()) for sp in splits.values())
+        class_names = class_names or tuple(f"class_{k}" for k in range(num_classes))
+    return Dataset(
+        source=canonical(root, opts), splits=splits, task=task, num_classes=num_classes,
+        class_names=class_names, vocab_size=0,
+        aligned=all(frame_counts[m] == 1 for m in MODALITIES), file=label_file,
+        meta={"format": "merbench", "folders": {m: getattr(opts, m) for m in MODALITIES},
+              "truncated_samples": truncated, "max_frames": opts.max_frames},
+    )
