@@ -162,3 +162,17 @@ def test_uri_roots_go_through_pyarrow_filesystems(tmp_path):
     assert open_store(str(tmp_path)).trials("s")["trial_id"].tolist() == ["t"]
     with pytest.raises(StoreError):
         open_store("")
+
+
+def test_read_trial_and_artifacts(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    assert store.read_trial("s", "t") is None
+    store.write_trial("s", trial_row("t", 0.25))
+    assert store.read_trial("s", "t")["objective"] == 0.25
+    local = tmp_path / "best.pt"
+    local.write_bytes(b"weights")
+    path = store.put_artifact(str(local), "s", "t", "best.pt")
+    out = store.fetch_artifact(path, str(tmp_path / "copy.pt"))
+    assert open(out, "rb").read() == b"weights"
+    # artifacts never show up as table rows
+    assert store.trials("s")["trial_id"].tolist() == ["t"] and store.problems == []

@@ -287,6 +287,34 @@ class StudyStore:
         """Write a trial's AUILC summary rows (one file per trial and split set; idempotent)."""
         return self._write_grid("summary", study, trial_id, frame, lineage)
 
+    def read_trial(self, study: str, trial_id: str) -> dict | None:
+        """One trial's row as a dict, or None when it has not been written (or is unreadable)."""
+        path = f"{self._dir('trials', study)}/trial={_check_name('trial', trial_id)}.parquet"
+        try:
+            frame = pq.read_table(path, filesystem=self.fs).to_pandas()
+        except (OSError, pa.ArrowInvalid):
+            return None
+        return frame.iloc[0].to_dict() if len(frame) else None
+
+    # ------------------------------------------------------------------ artifacts
+    def put_artifact(self, local_path: str, study: str, trial_id: str, name: str) -> str:
+        """Copy a local file to <root>/artifacts/study=<study>/<trial_id>/<name> (atomic locally);
+        return the path within the store's filesystem (pass it to `fetch_artifact`)."""
+        directory = (f"{self.base.rstrip('/')}/artifacts/study={_check_name('study', study)}/"
+                     f"{_check_name('trial', trial_id)}")
+        self.fs.create_dir(directory, recursive=True)
+        final = f"{directory}/{name}"
+        target = f"{directory}/.tmp-{uuid.uuid4().hex}-{name}" if self._atomic_rename else final
+        pafs.copy_files(local_path, target, destination_filesystem=self.fs)
+        if target != final:
+            self.fs.move(target, final)
+        return final
+
+    def fetch_artifact(self, path: str, local_path: str) -> str:
+        """Copy an artifact written by `put_artifact` to a local file; return `local_path`."""
+        pafs.copy_files(path, local_path, source_filesystem=self.fs)
+        return local_path
+
     # ------------------------------------------------------------------ readers
     def studies(self, study: str | None = None) -> pd.DataFrame:
         """One row per study (see STUDY_COLUMNS)."""
