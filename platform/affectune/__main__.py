@@ -1,0 +1,88 @@
+"""Command line: `python -m affectune <command> ...` (also installed as `affectune`).
+
+Each command group is added by one small function taking the subparsers object; it sets
+`func` (called with the parsed args, returns an exit code). Add a new group by writing such a
+function and listing it in `COMMAND_GROUPS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from affectune import MODALITIES
+
+
+# --- data ----------------------------------------------------------------------------------
+def describe_dataset(ds) -> str:
+    """Human-readable summary of a `Dataset`, ending with its fingerprint line."""
+    lines = [f"source: {ds.source}", f"task: {ds.task}"]
+    if ds.task == "classification":
+        lines.append(f"classes ({ds.num_classes}): {', '.join(ds.class_names)}")
+    lines.append(f"aligned: {ds.aligned}")
+    lines.append(f"vocab size: {ds.vocab_size}" if ds.vocab_size else "vocab size: 0 (no token ids)")
+    for name, s in ds.splits.items():
+        lines.append(f"split {name}: N={len(s)}")
+        for m in MODALITIES:
+            t, d = s.features(m).shape[1:]
+            lines.append(f"  {m:<6} [T={t}, D={d}]  mean length {s.lengths[m].mean():.1f}")
+        if ds.task == "classification":
+            counts = np.bincount(s.label_cls, minlength=ds.num_classes)
+            names = ds.class_names or tuple(str(k) for k in range(ds.num_classes))
+            dist = ", ".join(f"{c}={k} ({k / len(s):.1%})" for c, k in zip(names, counts))
+            lines.append(f"  labels: {dist}")
+        else:
+            y = s.label_reg
+            hist, _ = np.histogram(y, bins=np.arange(-3.5, 4.0, 1.0))  # rounded score -3..3
+            lines.append(f"  labels: mean {y.mean():.3f} std {y.std():.3f} "
+                         f"zero {np.mean(y == 0):.1%} non-negative {np.mean(y >= 0):.1%}")
+            lines.append("  histogram (rounded -3..3): " + " ".join(str(int(h)) for h in hist))
+    lines.append(f"fingerprint: {ds.fingerprint}")
+    return "\n".join(lines)
+
+
+def _data_describe(args) -> int:
+    from affectune.data import load
+
+    print(describe_dataset(load(args.source)))
+    return 0
+
+
+def add_data_commands(subparsers) -> None:
+    """`data describe SOURCE`."""
+    data = subparsers.add_parser("data", help="inspect datasets")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    describe = sub.add_parser("describe", help="summarise a dataset and print its fingerprint")
+    describe.add_argument("source", help="e.g. synthetic:mosi?seed=1, mmsa:/path/aligned_50.pkl, "
+                                         "merbench:/path/dir")
+    describe.set_defaults(func=_data_describe)
+
+
+COMMAND_GROUPS = [add_data_commands]
+"""Functions that each add one command group to the top-level subparsers."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="affectune", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in COMMAND_GROUPS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the command; a `DatasetError` prints to stderr and exits 2."""
+    from affectune.data.schema import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
