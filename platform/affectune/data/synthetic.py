@@ -27,12 +27,13 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    the words of class k+1). Tokens become UNK with probability `unk_rate`. Ids: PAD=0, UNK=1,
    MASK=2, then lexicon, spurious and filler words. Text features = E[token] + a per-sample
    context vector N(0, 0.5^2) + per-token noise N(0, context_noise^2), where the fixed embedding
-   table E has N(0, 1) rows and lexicon rows add 2 * snr_text * (polarity * u or P_t[class]).
+   table E has N(0, 1) rows and lexicon rows add 2 * snr_text * (polarity * u or P_t[class]) (directions of norm
+   sqrt(Dt)).
 4. Audio and vision. Aligned: frames share the text's axis and lengths. Unaligned (`aligned=0`):
    T_m = ceil(ratio_m * T) frames, L_m = L_i * ratio_m * U(0.85, 1.15) clipped to [1, T_m].
    Every valid frame = speaker offset N(0, 0.5^2) + N(0, 1) noise; each frame is an evidence
    frame with probability `evidence_rate` (at least one per sample), where snr_m * c_i P_m is
-   added (P_m a fixed N(0, 1) projection), plus `sarcasm_cue` * q_m for sarcastic samples.
+   added (P_m a fixed random projection whose rows have norm sqrt(D_m)), plus `sarcasm_cue` * q_m for sarcastic samples.
    snr_text > snr_audio > snr_vision by default, and evidence is spread over random frames so
    dropping frames degrades a model gradually.
 
@@ -117,7 +118,7 @@ class SyntheticConfig:
     """Strength of the sentiment direction in lexicon word embeddings."""
     snr_audio: float = 0.8
     """Strength of the label evidence on audio evidence frames."""
-    snr_vision: float = 0.6
+    snr_vision: float = 0.4
     """Strength of the label evidence on vision evidence frames."""
     evidence_rate: float = 0.3
     """Probability that an audio/vision frame carries label evidence."""
@@ -227,6 +228,13 @@ class _World:
     cue: dict[str, np.ndarray]  # audio/vision -> (D_m,) float32
 
 
+def _directions(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
+    """(k, d) random directions of norm sqrt(d) (unit variance per feature on average), so a
+    modality's SNR is set by its snr_* option and not by the luck of the draw."""
+    x = rng.standard_normal((k, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt(d)).astype(np.float32)
+
+
 def _build_world(cfg: SyntheticConfig, rng: np.random.Generator) -> _World:
     preset = cfg.preset_info
     layout = _vocab_layout(preset, cfg.vocab_size)
@@ -236,10 +244,10 @@ def _build_world(cfg: SyntheticConfig, rng: np.random.Generator) -> _World:
     # Meaning of each lexicon group in text-embedding space: +/- one sentiment direction for
     # regression, one prototype per class for classification.
     if preset.task == "regression":
-        u = rng.standard_normal(cfg.text_dim).astype(np.float32)
+        u = _directions(rng, 1, cfg.text_dim)[0]
         group_dirs = np.stack([u, -u])  # (2, Dt): positive, negative
     else:
-        group_dirs = rng.standard_normal((g, cfg.text_dim)).astype(np.float32)
+        group_dirs = _directions(rng, g, cfg.text_dim)  # (C, Dt)
     for k in range(g):
         rows = slice(layout["lexicon_start"] + k * LEXICON_PER_GROUP,
                      layout["lexicon_start"] + (k + 1) * LEXICON_PER_GROUP)
@@ -248,8 +256,8 @@ def _build_world(cfg: SyntheticConfig, rng: np.random.Generator) -> _World:
     projection, cue = {}, {}
     for m in ("audio", "vision"):
         d = getattr(cfg, f"{m}_dim")
-        projection[m] = rng.standard_normal((k_dim, d)).astype(np.float32)
-        cue[m] = rng.standard_normal(d).astype(np.float32)
+        projection[m] = _directions(rng, k_dim, d)
+        cue[m] = _directions(rng, 1, d)[0]
     return _World(layout, emb, projection, cue)
 
 
