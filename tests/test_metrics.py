@@ -48,6 +48,13 @@ def test_regression_hand_computed():
     assert all(type(v) is float for v in r.values())
 
 
+def test_multiclass_accuracy_rounds_half_to_even_like_mmsa():
+    # np.round: 0.5 -> 0, 1.5 -> 2, -0.5 -> -0, 2.5 -> 2 (half-up rounding would score 2/4).
+    r = M.regression_metrics([0.5, 1.5, -0.5, 2.5], [0.0, 2.0, 0.0, 2.0])
+    assert r["acc7"] == 1.0
+    assert r["acc5"] == 1.0  # 2.5 clips to 2 first
+
+
 def test_regression_accepts_torch_and_column_vectors():
     r = M.regression_metrics(torch.tensor(Y_TRUE)[:, None], torch.tensor(Y_PRED, dtype=torch.float32))
     assert r["mae"] == pytest.approx(M.regression_metrics(Y_TRUE, Y_PRED)["mae"], rel=1e-6)

@@ -345,12 +345,15 @@ def _fraction(batch: Batch, out: Batch, m: str) -> float:
 def test_uniform_ratio_varies_across_batches_and_is_shared_within():
     batch = big_batch(b=128, t=40)
     gen = torch.Generator().manual_seed(0)
-    fractions = np.array([[_fraction(batch, M.uniform_ratio(batch, gen), m) for m in MODALITIES] for _ in range(30)])
+    outs = [M.uniform_ratio(batch, gen) for _ in range(30)]
+    fractions = np.array([[_fraction(batch, out, m) for m in MODALITIES] for out in outs])  # (30, 3)
     # One ratio per modality and batch: spread over (0, 1) like U(0, 1) (sd 0.289), different per modality.
     assert fractions.std(axis=0).min() > 0.15
     assert fractions.min() < 0.2 and fractions.max() > 0.8
     assert abs(fractions.mean() - 0.5) < 0.15
-    assert not np.allclose(fractions[:, 0], fractions[:, 1])
+    # Independent ratios per modality: across batches the modalities' fractions are uncorrelated.
+    corr = np.corrcoef(fractions.T)  # (3, 3)
+    assert np.abs(corr[np.triu_indices(3, 1)]).max() < 0.7
 
 
 def test_rmfm_drops_about_half():
