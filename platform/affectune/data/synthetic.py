@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from affectune import MODALITIES
-from affectune.data.options import describe_options, format_options, parse_options
+from affectune.data.options import format_options, parse_options
 from affectune.data.schema import MASK_ID, PAD_ID, UNK_ID, Dataset, DatasetError, Split
 
 SPLITS = ("train", "valid", "test")
@@ -188,10 +188,6 @@ def canonical(cfg: SyntheticConfig) -> str:
     """`synthetic:<preset>` plus the non-default options, sorted."""
     return f"synthetic:{cfg.preset}" + format_options(cfg, skip=("preset",),
                                                       defaults=_preset_defaults(cfg.preset))
-
-
-def options_help(preset: str = "mosi") -> str:
-    return describe_options(SyntheticConfig, {"preset": preset, **_preset_defaults(preset)})
 
 
 # --- vocabulary ------------------------------------------------------------------------------
