@@ -1,0 +1,402 @@
+"""Models: every registered model on every data shape and mask, plus shared layers and DQF specifics.
+
+Batches are built from a DatasetSpec with random tensors (`make_batch`), so these tests need no
+dataset. Every model is built small (hidden 16, one layer) to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectune import MODALITIES
+from affectune.batch import Batch
+from affectune.data.schema import MASK_ID, PAD_ID, DatasetSpec
+from affectune.models import build_model, list_models, model_class
+from affectune.models import layers as L
+from affectune.models.dqf import AUX_KEYS
+
+DIMS = {"text": 10, "audio": 4, "vision": 6}
+SPECS = {
+    "reg_aligned": DatasetSpec("regression", 0, DIMS, {m: 6 for m in MODALITIES}, vocab_size=20, aligned=True),
+    "cls4_unaligned": DatasetSpec("classification", 4, DIMS, {"text": 5, "audio": 8, "vision": 7}, vocab_size=20),
+    "cls7_unaligned": DatasetSpec("classification", 7, DIMS, {"text": 7, "audio": 4, "vision": 9}, vocab_size=20),
+}
+MASKS = ("complete", "half_frames", "modality_missing", "length_zero")
+
+# Parameters that legitimately get no gradient in some case: (model, mask) -> name prefixes.
+# Empty: every trainable parameter of every model receives a gradient under every mask.
+NO_GRAD_EXCLUSIONS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared CPU (about 10x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_batch(spec: DatasetSpec, mask: str = "complete", B: int = 5, seed: int = 0) -> Batch:
+    """B random samples shaped by `spec`, padded beyond random lengths, with a missing-data mask.
+
+    complete: nothing dropped; half_frames: each valid frame dropped w.p. 0.5 (zero-filled);
+    modality_missing: every audio frame dropped; length_zero: sample 0 has no text frame and
+    sample 1 no vision frame (length 0, all padding)."""
+    g = torch.Generator().manual_seed(seed)
+    feats, valid, dropped = {}, {}, {}
+    for m in MODALITIES:
+        T = spec.seq_lens[m]
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        lengths[-1] = T  # at least one full-length sample
+        if mask == "length_zero":
+            if m == "text":
+                lengths[0] = 0
+            if m == "vision":
+                lengths[1] = 0
+        valid[m] = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        if mask == "half_frames":
+            dropped[m] = valid[m] & (torch.rand(B, T, generator=g) < 0.5)
+        elif mask == "modality_missing" and m == "audio":
+            dropped[m] = valid[m].clone()
+        else:
+            dropped[m] = torch.zeros(B, T, dtype=torch.bool)
+        x = torch.randn(B, T, spec.dims[m], generator=g)
+        feats[m] = x * (valid[m] & ~dropped[m]).unsqueeze(-1)  # zero at padding and dropped frames
+    if spec.task == "regression":
+        label = (torch.rand(B, generator=g) * 6 - 3).float()
+    else:
+        label = torch.randint(0, spec.num_classes, (B,), generator=g)
+    tokens = None
+    if spec.vocab_size:
+        tokens = torch.randint(MASK_ID + 1, spec.vocab_size, (B, spec.seq_lens["text"]), generator=g)
+        tokens = torch.where(valid["text"], tokens, torch.full_like(tokens, PAD_ID))
+    return Batch(**feats, valid=valid, dropped=dropped, label=label, index=torch.arange(B), tokens=tokens)
+
+
+def pad_batch(batch: Batch, extra: int = 3, seed: int = 1) -> Batch:
+    """The same samples with `extra` padding frames appended to every modality, filled with noise
+    (never zeros) so a model that reads padding is caught."""
+    g = torch.Generator().manual_seed(seed)
+    feats, valid, dropped = {}, {}, {}
+    for m in MODALITIES:
+        x = batch.features(m)
+        B, _, D = x.shape
+        feats[m] = torch.cat([x, torch.randn(B, extra, D, generator=g) * 5], 1)
+        valid[m] = torch.cat([batch.valid[m], torch.zeros(B, extra, dtype=torch.bool)], 1)
+        dropped[m] = torch.cat([batch.dropped[m], torch.zeros(B, extra, dtype=torch.bool)], 1)
+    tokens = None
+    if batch.tokens is not None:
+        tokens = torch.cat([batch.tokens, torch.full((B, extra), PAD_ID, dtype=torch.long)], 1)
+    return batch.replace(**feats, valid=valid, dropped=dropped, tokens=tokens)
+
+
+def small_config(name: str, **extra) -> dict:
+    """Small overrides for any registered model, from the fields its config has."""
+    fields = {f.name for f in dataclasses.fields(model_class(name).config_class)}
+    cfg = {k: v for k, v in {"hidden": 16, "layers": 1, "heads": 2}.items() if k in fields}
+    return {**cfg, **extra}
+
+
+def build(name: str, spec: DatasetSpec, seed: int = 0, **extra):
+    torch.manual_seed(seed)
+    return build_model(name, small_config(name, **extra), spec)
+
+
+def expected_pred_shape(spec: DatasetSpec, B: int) -> tuple[int, ...]:
+    return (B,) if spec.task == "regression" else (B, spec.num_classes)
+
+
+# ----------------------------------------------------------------------------- every model
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("spec_name", list(SPECS))
+@pytest.mark.parametrize("name", list_models())
+def test_train_step_and_predict(name, spec_name, mask):
+    spec = SPECS[spec_name]
+    model = build(name, spec)
+    batch = make_batch(spec, mask)
+    model.train()
+    views = model.train_policy(batch, torch.Generator().manual_seed(3))
+    assert isinstance(views, list) and views and all(isinstance(v, Batch) for v in views)
+    losses = model.training_losses(batch, views)
+    assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
+    assert all(not v.requires_grad for k, v in losses.items() if k != "loss")
+    model.zero_grad()
+    losses["loss"].backward()
+    excluded = NO_GRAD_EXCLUSIONS.get((name, mask), ())
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and not n.startswith(excluded) and p.grad is None]
+    assert not missing, f"{name}: parameters without gradient: {missing}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"{name}: non-finite gradients in {bad}"
+
+    model.eval()
+    with torch.no_grad():
+        pred = model.predict(batch)
+        again = model.predict(batch)
+    assert pred.shape == expected_pred_shape(spec, batch.size)
+    assert torch.isfinite(pred).all()
+    assert torch.equal(pred, again), "predict must be deterministic in eval mode"
+
+
+@pytest.mark.parametrize("spec_name", list(SPECS))
+@pytest.mark.parametrize("name", list_models())
+def test_padding_invariance(name, spec_name):
+    """Appending padding frames (valid False, noisy features) leaves eval predictions unchanged."""
+    spec = SPECS[spec_name]
+    model = build(name, spec).eval()
+    for mask in ("complete", "length_zero"):
+        batch = make_batch(spec, mask, seed=4)
+        with torch.no_grad():
+            ref, padded = model.predict(batch), model.predict(pad_batch(batch))
+        assert padded.shape == ref.shape
+        torch.testing.assert_close(padded, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_ignores_dropped_masks(name):
+    """Models may read features and padding masks only: the `dropped` record must not matter."""
+    spec = SPECS["cls4_unaligned"]
+    model = build(name, spec).eval()
+    batch = make_batch(spec, "half_frames", seed=5)
+    blind = batch.replace(dropped={m: torch.zeros_like(v) for m, v in batch.dropped.items()})
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(blind), model.predict(batch), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_count_and_sample_independence(name):
+    spec = SPECS["reg_aligned"]
+    model = build(name, spec)
+    n = model.num_parameters()
+    assert n > 0 and n == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # eval predictions of a sample do not depend on the other samples of the batch
+    model.eval()
+    batch = make_batch(spec, "half_frames", B=4, seed=6)
+    with torch.no_grad():
+        full = model.predict(batch)
+        first = model.predict(batch.replace(
+            text=batch.text[:1], audio=batch.audio[:1], vision=batch.vision[:1],
+            valid={m: v[:1] for m, v in batch.valid.items()}, dropped={m: v[:1] for m, v in batch.dropped.items()},
+            label=batch.label[:1], index=batch.index[:1], tokens=batch.tokens[:1]))
+    torch.testing.assert_close(first, full[:1], atol=1e-5, rtol=0)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="divisible"):
+        build_model("dqf", {"hidden": 30, "heads": 4}, SPECS["reg_aligned"])
+    with pytest.raises(ValueError, match="kernel_size"):
+        build_model("mult", {"kernel_size": 2}, SPECS["reg_aligned"])
+    with pytest.raises(ValueError, match="train_missing"):
+        build_model("late_fusion", {"train_missing": "sometimes"}, SPECS["reg_aligned"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        build_model("dqf", {"layer": 3}, SPECS["reg_aligned"])
+
+
+# ----------------------------------------------------------------------------- train policies
+
+
+def test_dqf_trains_on_uniform_ratio_masks_and_baselines_on_complete_inputs():
+    spec = SPECS["cls4_unaligned"]
+    batch = make_batch(spec, "complete", B=8)
+    dqf = build("dqf", spec)
+    a = dqf.train_policy(batch, torch.Generator().manual_seed(11))
+    b = dqf.train_policy(batch, torch.Generator().manual_seed(11))
+    assert len(a) == 1
+    assert any(a[0].dropped[m].any() for m in MODALITIES)
+    for m in MODALITIES:
+        assert torch.equal(a[0].dropped[m], b[0].dropped[m])  # seeded
+        assert not (a[0].dropped[m] & ~batch.valid[m]).any()  # padding is never "dropped"
+        assert (a[0].features(m)[a[0].dropped[m]] == 0).all()  # dropped frames zero-filled
+    for name in ("mult", "late_fusion"):
+        model = build(name, spec)
+        assert model.train_policy(batch, torch.Generator().manual_seed(11)) == [batch]
+        masked = build(name, spec, train_missing="uniform_ratio").train_policy(batch, torch.Generator().manual_seed(11))
+        for m in MODALITIES:  # same generator, same policy -> the same masks as DQF's
+            assert torch.equal(masked[0].dropped[m], a[0].dropped[m])
+
+
+# ----------------------------------------------------------------------------- DQF specifics
+
+
+def test_dqf_losses_are_task_plus_weighted_aux():
+    spec = SPECS["reg_aligned"]
+    model = build("dqf", spec, aux_weight=0.5).eval()  # eval: no dropout, so we can recompute
+    batch = make_batch(spec, "half_frames")
+    losses = model.training_losses(batch, [batch])
+    assert set(losses) == {"loss", "task", *(f"aux_{k}" for k in AUX_KEYS)}
+    aux_sum = sum(losses[f"aux_{k}"] for k in AUX_KEYS)
+    torch.testing.assert_close(losses["loss"].detach(), losses["task"] + 0.5 * aux_sum)
+    out = model(batch)
+    torch.testing.assert_close(losses["task"], (out["pred"] - batch.label).abs().mean())  # MAE
+    torch.testing.assert_close(losses["aux_ta"], (out["aux"]["ta"] - batch.label).abs().mean())
+    # classification: cross-entropy on every head
+    spec = SPECS["cls7_unaligned"]
+    model = build("dqf", spec).eval()
+    batch = make_batch(spec, "complete")
+    losses, out = model.training_losses(batch, [batch]), model(batch)
+    torch.testing.assert_close(losses["aux_tav"], F.cross_entropy(out["aux"]["tav"], batch.label))
+    torch.testing.assert_close(losses["loss"].detach(),
+                               losses["task"] + sum(losses[f"aux_{k}"] for k in AUX_KEYS))
+    # two views are averaged
+    two = model.training_losses(batch, [batch, batch])
+    torch.testing.assert_close(two["loss"], losses["loss"])
+
+
+def test_dqf_ablations_change_the_architecture():
+    spec = SPECS["cls4_unaligned"]
+    names = lambda model: {n for n, _ in model.named_parameters()}  # noqa: E731
+    full = build("dqf", spec)
+    no_qua = build("dqf", spec, use_qua=False)
+    no_qca = build("dqf", spec, use_qca=False)
+    assert {f"queries.{m}" for m in MODALITIES} <= names(full)
+    assert {"pairs.ta.query", "pairs.tv.query", "pairs.av.query"} <= names(full)
+    assert not any(n.startswith(("queries.", "query_updates.")) for n in names(no_qua))
+    assert {"pairs.ta.query"} <= names(no_qua)
+    assert not any(n.startswith("pairs.") and n.endswith(".query") for n in names(no_qca))
+    assert {f"queries.{m}" for m in MODALITIES} <= names(no_qca)
+    assert len({full.num_parameters(), no_qua.num_parameters(), no_qca.num_parameters()}) == 3
+
+
+def test_dqf_query_lengths():
+    spec = SPECS["cls4_unaligned"]  # T: text 5, audio 8, vision 7
+    d = 16
+    full = build("dqf", spec)
+    assert {m: tuple(full.queries[m].shape) for m in MODALITIES} == {m: (spec.seq_lens[m], d) for m in MODALITIES}
+    assert tuple(full.pairs["av"].query.shape) == (7, d)  # min(T_a, T_v)
+    short = build("dqf", spec, num_queries=3, pair_queries=2)
+    assert {tuple(short.queries[m].shape) for m in MODALITIES} == {(3, d)}
+    assert tuple(short.pairs["ta"].query.shape) == (2, d)
+    capped = build("dqf", spec, num_queries=6)
+    assert tuple(capped.queries["text"].shape) == (5, d) and tuple(capped.queries["audio"].shape) == (6, d)
+
+
+def test_dqf_queries_are_injected():
+    """Changing a Q-UA query or a Q-CA query changes the prediction (both take part)."""
+    spec = SPECS["reg_aligned"]
+    model = build("dqf", spec).eval()
+    batch = make_batch(spec, "complete")
+    with torch.no_grad():
+        ref = model.predict(batch)
+        model.queries["audio"].add_(1.0)
+        after_qua = model.predict(batch)
+        model.pairs["tv"].query.add_(1.0)
+        after_qca = model.predict(batch)
+    assert (after_qua - ref).abs().max() > 1e-4
+    assert (after_qca - after_qua).abs().max() > 1e-4
+
+
+def test_dqf_missing_modality_changes_prediction_but_stays_finite():
+    spec = SPECS["reg_aligned"]
+    model = build("dqf", spec).eval()
+    batch = make_batch(spec, "complete")
+    no_text = batch.replace(valid={**batch.valid, "text": torch.zeros_like(batch.valid["text"])})
+    with torch.no_grad():
+        a, b = model.predict(batch), model.predict(no_text)
+    assert torch.isfinite(b).all() and (a - b).abs().max() > 1e-4
+
+
+# ----------------------------------------------------------------------------- shared layers
+
+
+def test_masked_pooling_hand_values():
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]], [[5.0], [5.0], [5.0]]])  # (3, 3, 1)
+    valid = torch.tensor([[True, True, False], [True, False, True], [False, False, False]])
+    assert L.masked_mean(x, valid).squeeze(-1).tolist() == [2.0, 4.0, 0.0]
+    assert L.last_valid(x, valid).squeeze(-1).tolist() == [3.0, 6.0, 0.0]
+    with pytest.raises(ValueError, match="pooling"):
+        L.pool(x, valid, "max")
+
+
+def test_sinusoidal_table_hand_values():
+    pe = L.sinusoidal_table(3, 4)
+    expected = torch.tensor([[0.0, 1.0, 0.0, 1.0],
+                             [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+                             [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)]])
+    torch.testing.assert_close(pe, expected)
+    assert L.sinusoidal_table(2, 5).shape == (2, 5)  # odd widths work
+
+
+def test_attention_matches_torch_multihead_attention():
+    torch.manual_seed(0)
+    ours = L.MultiHeadAttention(8, 2).eval()
+    ref = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        ref.out_proj.weight.copy_(ours.out_proj.weight)
+        ref.out_proj.bias.copy_(ours.out_proj.bias)
+    q, kv = torch.randn(3, 4, 8), torch.randn(3, 6, 8)
+    valid = torch.tensor([[True] * 6, [True] * 2 + [False] * 4, [False, True, False, True, True, False]])
+    expected, expected_w = ref(q, kv, kv, key_padding_mask=~valid)
+    got, got_w = ours(q, kv, kv, valid, need_weights=True)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got_w, expected_w)
+    torch.testing.assert_close(ours(q, kv, kv, valid), expected)  # fused kernel path
+
+
+def test_attention_is_finite_with_no_valid_key():
+    torch.manual_seed(0)
+    attn = L.MultiHeadAttention(8, 2)
+    q, kv = torch.randn(2, 3, 8, requires_grad=True), torch.randn(2, 5, 8, requires_grad=True)
+    valid = torch.tensor([[True, True, False, False, False], [False] * 5])
+    out = attn(q, kv, kv, valid)
+    assert torch.isfinite(out).all() and out[1].abs().max() == 0
+    out.square().sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(kv.grad).all()
+    assert kv.grad[0, 2:].abs().max() == 0  # padded keys get no gradient
+    block = L.TransformerEncoderLayer(8, 2)
+    x = torch.randn(2, 5, 8)
+    y = block(x, valid)
+    assert torch.isfinite(y).all() and y[1].abs().max() == 0 and y[0, 2:].abs().max() == 0
+
+
+def test_temporal_conv_respects_padding():
+    torch.manual_seed(0)
+    conv = L.TemporalConv(3, 4, kernel_size=3)
+    x = torch.randn(2, 6, 3)
+    valid = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    y = conv(x, valid)
+    ref = F.conv1d(x[0, :4].T.unsqueeze(0), conv.conv.weight, padding=1)[0].T  # the valid prefix alone
+    torch.testing.assert_close(y[0, :4], ref)
+    assert y[0, 4:].abs().max() == 0
+    with pytest.raises(ValueError, match="odd"):
+        L.TemporalConv(3, 4, kernel_size=2)
+
+
+def test_fit_to_length_places_slots_on_frames():
+    q = torch.arange(6.0).reshape(3, 2)  # (P=3, d=2)
+    assert torch.equal(L.fit_to_length(q, 3, 3), q)  # identity when P == T
+    stretched = L.fit_to_length(q, 5, 5)  # linear interpolation, ends kept
+    torch.testing.assert_close(stretched[:, 0], torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
+    padded = L.fit_to_length(q, 3, 5)  # batch longer than the dataset: extra frames get no slot
+    assert torch.equal(padded[:3], q) and padded[3:].abs().max() == 0
+    assert torch.equal(L.fit_to_length(q.unsqueeze(0), 3, 2)[0], q[:2])
+
+
+def test_task_head_shapes():
+    x = torch.randn(4, 8)
+    assert L.TaskHead(8, SPECS["reg_aligned"])(x).shape == (4,)
+    assert L.TaskHead(8, SPECS["cls7_unaligned"])(x).shape == (4, 7)
+
+
+def test_late_fusion_parameter_count_by_hand_and_mean_of_heads():
+    spec, d, k = SPECS["cls4_unaligned"], 16, 3
+    model = build("late_fusion", spec).eval()
+    per_modality = {m: (DIMS[m] * d * k + d) + (d * d * k + d) + (d * d + d) + (d * 4 + 4) for m in MODALITIES}
+    assert model.num_parameters() == sum(per_modality.values())
+    batch = make_batch(spec, "length_zero")  # sample 0 has no text, sample 1 no vision
+    with torch.no_grad():
+        out = model(batch)
+    y = out["per_modality"]  # (B, 3, C)
+    torch.testing.assert_close(out["pred"][0], y[0, 1:].mean(0))  # audio + vision
+    torch.testing.assert_close(out["pred"][1], y[1, :2].mean(0))  # text + audio
+    torch.testing.assert_close(out["pred"][2:], y[2:].mean(1))
