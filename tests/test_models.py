@@ -190,6 +190,34 @@ def test_parameter_count_and_sample_independence(name):
     torch.testing.assert_close(first, full[:1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("source", ["synthetic:mosi?scale=0.05", "synthetic:iemocap?scale=0.02&aligned=0"])
+@pytest.mark.parametrize("name", list_models())
+def test_fits_a_real_synthetic_batch(name, source):
+    """On 8 samples of the synthetic benchmark every model runs its policy and can overfit them."""
+    from affectune.data import load
+    from affectune.loader import preload
+
+    ds = load(source)
+    batch = preload(ds, "train").batch(slice(0, 8))
+    model = build(name, ds.spec(), dropout=0.0)
+    views = model.train_policy(batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(model.training_losses(batch, views)["loss"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(25):  # complete inputs, fixed batch: the loss must fall
+        loss = model.training_losses(batch, [batch])["loss"]
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        last = float(model.training_losses(batch, [batch])["loss"])
+        pred = model.predict(batch)
+    assert pred.shape == expected_pred_shape(ds.spec(), 8) and torch.isfinite(pred).all()
+    assert last < 0.7 * first, f"{name} on {source}: loss {first:.3f} -> {last:.3f}"
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="divisible"):
         build_model("dqf", {"hidden": 30, "heads": 4}, SPECS["reg_aligned"])
