@@ -1,0 +1,168 @@
+"""Drive the dashboard in a real headless Chromium (Playwright) and screenshot the robustness page.
+
+    python dashboard/screenshot.py --store results --out docs/img/robustness.png [--studies A B ...]
+
+Starts `streamlit run dashboard/app.py` on a free loopback port, waits for /_stcore/health, opens the
+Robustness curves page, selects the studies and saves a full-page PNG. Uses the system Chromium
+(Debian's `chromium`; Playwright cannot download browsers here). Also used by the browser test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent / "app.py"
+CHROMIUM_NAMES = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
+
+
+def find_chromium() -> str | None:
+    """$AFFECTUNE_CHROMIUM, else the first Chromium on PATH (Debian: /usr/bin/chromium)."""
+    if path := os.environ.get("AFFECTUNE_CHROMIUM"):
+        return path if os.access(path, os.X_OK) else None
+    for name in CHROMIUM_NAMES:
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(store: str | Path, *, port: int | None = None, timeout_s: float = 90.0,
+              log_path: Path | None = None) -> Iterator[str]:
+    """Run the dashboard headless on 127.0.0.1 for the duration of the block; yields its URL.
+
+    The server is always terminated (and killed if it does not stop within 10 s).
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--", "--store", str(store)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode} before serving {url}"
+                                   + (f"; log: {log_path}" if log_path else ""))
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout_s:.0f} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if log_path:
+            log.close()
+
+
+def wait_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit's script run triggered by the last interaction has finished."""
+    with contextlib.suppress(Exception):  # a fast rerun may have finished before we look
+        page.wait_for_selector(RUNNING, timeout=1_500)
+    page.wait_for_selector(IDLE, timeout=timeout_ms)
+
+
+def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> None:
+    """Load the app, switch to the Robustness curves page and (optionally) choose exactly `studies`."""
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stSidebar']", timeout=60_000)
+    wait_idle(page)
+    page.get_by_test_id("stSidebar").get_by_text("Robustness curves", exact=True).click()
+    wait_idle(page)
+    page.wait_for_selector(".st-key-curve_studies", timeout=60_000)
+    if studies is None:
+        return
+    box = page.locator(".st-key-curve_studies")
+    clear = box.get_by_role("button", name="Clear all")
+    if clear.count():
+        clear.first.click()
+        wait_idle(page)
+    for study in studies:
+        box.locator("input").first.click()
+        box.locator("input").first.fill(study)
+        page.get_by_role("option").filter(has_text=study).first.click()
+        wait_idle(page)
+    page.keyboard.press("Escape")
+    wait_idle(page)
+
+
+def plotted_studies(page) -> list[str]:
+    """Names of the mean-line traces of the first Plotly chart on the page (as drawn by plotly.js)."""
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    return page.evaluate(
+        "() => Array.from(document.querySelector('.js-plotly-plot').data)"
+        ".filter(t => t.meta === 'mean').map(t => t.name)")
+
+
+def launch(playwright):
+    chromium = find_chromium()
+    if chromium is None:
+        raise RuntimeError("no Chromium found: install Debian's package (apt-get install -y chromium; "
+                           "`make setup` does it) or set AFFECTUNE_CHROMIUM")
+    return playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+
+
+def screenshot_robustness(store: str | Path, out: str | Path, studies: Sequence[str] | None = None,
+                          width: int = 1400, height: int = 1000) -> list[str]:
+    """Screenshot the robustness page of the store's dashboard to `out`; returns the plotted study names."""
+    from playwright.sync_api import sync_playwright
+
+    with serve_app(store) as url, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            open_robustness(page, url, studies)
+            names = plotted_studies(page)
+            page.wait_for_timeout(500)  # let plotly finish its transition
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True, help="study store root")
+    parser.add_argument("--out", required=True, help="PNG path to write")
+    parser.add_argument("--studies", nargs="*", default=None, help="studies to select (default: the app's)")
+    args = parser.parse_args(argv)
+    names = screenshot_robustness(args.store, args.out, args.studies)
+    print(f"wrote {args.out}: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
