@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench dashboard clean
+.PHONY: setup browser demo test bench dashboard clean
 
 setup: $(STAMP)
 
@@ -24,11 +24,20 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) -m affectune demo
 
-test: setup
+# Debian's chromium for the dashboard's browser test and PNG export (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) -m benchmarks
+
+# the dashboard over the demo's store (results/); another store: make dashboard STORE=dir
+STORE ?= results
+dashboard: setup
+	$(PY) -m streamlit run dashboard/app.py -- --store $(STORE)
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

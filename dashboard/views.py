@@ -28,9 +28,11 @@ from affectune.store import TRIAL_STATUSES, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = REPO_ROOT / "results"
-"""The store `make demo` writes (studies/ scripts default to results/ under the repo)."""
+"""The store `make demo` writes (affectune.studies.cli defaults --storage to results/ under the repo)."""
 
 STORE_ENV = "AFFECTUNE_STORE"
+STORE_TABLES = ("studies", "trials", "curves", "summary")
+"""The store's table directories under its root."""
 
 DQF_SUBSET_ORDER: tuple[str, ...] = tuple(subset_label(s) for s in SUBSETS)
 """Store labels of the 7 missing subsets in DQF Table 2 order: {v},{a},{t},{v,a},{v,t},{a,t},{v,a,t}."""
@@ -95,7 +97,8 @@ def change_token(root: str) -> str:
     base = Path(root).expanduser()
     if not base.exists():
         return "missing"
-    for dirpath, dirnames, filenames in os.walk(base):
+    # only the store's tables: a study's Ray storage (checkpoints, logs) may live under the same root
+    for dirpath, dirnames, filenames in (entry for table in STORE_TABLES for entry in os.walk(base / table)):
         dirnames.sort()
         for name in sorted(filenames):
             try:
