@@ -60,7 +60,14 @@ def add_data_commands(subparsers) -> None:
     describe.set_defaults(func=_data_describe)
 
 
-COMMAND_GROUPS = [add_data_commands]
+def add_train_commands(subparsers) -> None:
+    """`train` and `demo` (implemented in affectune.train_cli)."""
+    from affectune.train_cli import add_train_commands as add
+
+    add(subparsers)
+
+
+COMMAND_GROUPS = [add_data_commands, add_train_commands]
 """Functions that each add one command group to the top-level subparsers."""
 
 

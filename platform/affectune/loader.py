@@ -11,6 +11,7 @@ the same seeded per-epoch permutation (seed + epoch), and each rank gets its own
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,7 +46,14 @@ class TensorSplit:
     def from_split(cls, split: Split, task: str, device: torch.device | str = "cpu") -> "TensorSplit":
         """Zero-copy on CPU (torch.from_numpy shares the split's arrays); one transfer otherwise."""
         device = torch.device(device)
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+
+        def as_tensor(a: np.ndarray) -> torch.Tensor:
+            # Memoised datasets are read-only; the tensors are only ever read (fills make copies),
+            # so sharing the memory is safe and torch's "not writable" warning is moot here.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
         features = {m: as_tensor(split.features(m)) for m in MODALITIES}
         valid = {}
         for m in MODALITIES:
