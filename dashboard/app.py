@@ -170,7 +170,7 @@ def page_auilc(snap: views.StoreSnapshot) -> None:
                 f"({snap.root}/summary).")
     else:
         direction = views.direction_of(metric)
-        value_columns = [c for c in table.columns if c not in ("dataset", "study", "method")]
+        value_columns = [c for c in table.columns if c not in views.ID_COLUMNS]
         if table["dataset"].nunique() > 1:
             st.info("Rows come from several datasets: the best value is marked per column within each dataset.")
         st.caption(f"Area under the {views.metric_label(metric)} vs missing-rate curve divided by the rate span; "

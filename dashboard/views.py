@@ -195,14 +195,16 @@ def dataset_key(dataset: Any, fingerprint: Any) -> str:
 def objective_columns(trials: pd.DataFrame, objective: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
     """(trial column, mode) for each objective of a study, resolved against the trial columns.
 
-    An objective metric "val_mae" is looked up as is; a bare "mae" also as "val_mae". Without a
-    declared objective, the column "objective" (mode from its metric, else max) is used.
+    The study runner records each objective's value at the trial's best epoch as `best_<metric>` (what
+    selection and Optuna use), so that column is preferred; then the metric's own column ("val_mae"),
+    then "val_<metric>" for a bare name. Without a declared objective, the column "objective" is used.
     """
     out = []
     for k, spec in enumerate(objective or []):
         metric = str(spec.get("metric", ""))
         mode = str(spec.get("mode") or direction_of(metric))
-        for candidate in (metric, f"val_{metric}", f"objective_{k}", "objective" if k == 0 else None):
+        for candidate in (f"best_{metric}", metric, f"best_val_{metric}", f"val_{metric}",
+                          "objective" if k == 0 else None):
             if candidate and candidate in trials.columns:
                 out.append((candidate, mode))
                 break
@@ -302,7 +304,10 @@ def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequen
                      subsets: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean and std over seeds (train and mask seeds) per study, subset and rate (intra condition).
 
-    Columns: study, method, dataset, fingerprint, dataset_key, subset, rate, mean, std, n.
+    A study with several evaluated (selected) trials, e.g. top-k or a Pareto set, gets one line per
+    trial: different configs are never averaged together. Columns: study, trial_id, label (the
+    study, or study/trial when it has several), method, dataset, fingerprint, dataset_key, subset,
+    rate, mean, std, n.
     """
     frame = curves[(curves["study"].isin(list(studies))) & (curves["condition"] == "intra")
                    & (curves["metric"] == metric) & (curves["pattern"] == pattern)
@@ -310,15 +315,23 @@ def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequen
     if subsets is not None:
         frame = frame[frame["subset"].isin(list(subsets))]
     frame = evaluated_rows(frame, trials)
-    columns = ["study", "method", "dataset", "fingerprint", "dataset_key", "subset", "rate", "mean", "std", "n"]
+    columns = ["study", "trial_id", "label", "method", "dataset", "fingerprint", "dataset_key", "subset", "rate",
+               "mean", "std", "n"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     grouped = (frame.assign(value=pd.to_numeric(frame["value"], errors="coerce"))
-               .groupby(["study", "method", "dataset", "fingerprint", "subset", "rate"], sort=True)["value"]
-               .agg(mean="mean", std="std", n="count").reset_index())
+               .groupby(["study", "trial_id", "method", "dataset", "fingerprint", "subset", "rate"], sort=True)
+               ["value"].agg(mean="mean", std="std", n="count").reset_index())
     grouped["std"] = grouped["std"].fillna(0.0)  # one seed: no spread to show
+    grouped["label"] = entry_labels(grouped)
     grouped["dataset_key"] = [dataset_key(d, f) for d, f in zip(grouped["dataset"], grouped["fingerprint"])]
     return grouped[columns]
+
+
+def entry_labels(frame: pd.DataFrame) -> list[str]:
+    """The study name, or "study/trial_id" for studies with several evaluated trials in `frame`."""
+    per_study = frame.groupby("study")["trial_id"].nunique()
+    return [s if per_study[s] == 1 else f"{s}/{t}" for s, t in zip(frame["study"], frame["trial_id"])]
 
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -353,7 +366,7 @@ def _add_study_traces(fig: go.Figure, part: pd.DataFrame, color: str, label: str
 
 
 def _study_label(rec: Mapping[str, Any]) -> str:
-    return f"{rec['study']} ({rec['method']})"
+    return f"{rec['label']} ({rec['method']})"
 
 
 def curves_figure(agg: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
@@ -363,12 +376,11 @@ def curves_figure(agg: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
     """
     keys = sorted(agg["dataset_key"].unique()) if not agg.empty else []
     fig = make_subplots(rows=1, cols=max(len(keys), 1), subplot_titles=keys or None, shared_yaxes=False)
-    colors = _study_colors(agg["study"].unique() if not agg.empty else [])
+    colors = _study_colors(agg["label"].unique() if not agg.empty else [])
     for c, key in enumerate(keys, start=1):
         part = agg[agg["dataset_key"] == key]
-        for study, sub in part.groupby("study", sort=True):
-            rec = sub.iloc[0]
-            _add_study_traces(fig, sub, colors[study], _study_label(rec), True, row=1, col=c)
+        for label, sub in part.groupby("label", sort=True):
+            _add_study_traces(fig, sub, colors[label], _study_label(sub.iloc[0]), True, row=1, col=c)
     fig.update_xaxes(title_text="missing rate", range=[-0.02, 1.02], dtick=0.1)
     fig.update_yaxes(title_text=metric_label(metric), col=1)
     fig.update_layout(title=title or f"{metric_label(metric)} vs missing rate", template="plotly_white",
@@ -383,14 +395,14 @@ def small_multiples_figure(agg: pd.DataFrame, metric: str) -> go.Figure:
     titles = [f"{key} {subset_display(s)}".strip() for key in keys for s in subsets]
     fig = make_subplots(rows=len(keys), cols=len(subsets), subplot_titles=titles, shared_yaxes="rows",
                         horizontal_spacing=0.02, vertical_spacing=0.12)
-    colors = _study_colors(agg["study"].unique() if not agg.empty else [])
+    colors = _study_colors(agg["label"].unique() if not agg.empty else [])
     shown: set[str] = set()
     for r, key in enumerate(keys, start=1):
         for c, subset in enumerate(subsets, start=1):
             part = agg[(agg["dataset_key"] == key) & (agg["subset"] == subset)]
-            for study, sub in part.groupby("study", sort=True):
+            for entry, sub in part.groupby("label", sort=True):
                 label = _study_label(sub.iloc[0])
-                _add_study_traces(fig, sub, colors[study], label, label not in shown, row=r, col=c)
+                _add_study_traces(fig, sub, colors[entry], label, label not in shown, row=r, col=c)
                 shown.add(label)
     fig.update_xaxes(range=[-0.02, 1.02], dtick=0.5)
     fig.update_yaxes(title_text=metric_label(metric), col=1)
@@ -402,18 +414,22 @@ def small_multiples_figure(agg: pd.DataFrame, metric: str) -> go.Figure:
 # ----------------------------------------------------------------------------- AUILC tables
 
 
+ID_COLUMNS = ("dataset", "study", "trial_id", "method")
+"""The identifying (non-value) columns of the AUILC table."""
+
+
 def auilc_table(summary: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metric: str,
                 pattern: str, fill: str, split: str = "test") -> pd.DataFrame:
     """DQF Table 2 layout: one row per study, AUILC per missing subset ({v} ... {v,a,t}) and their mean.
 
-    Columns: dataset, study, method, then the subsets in DQF order (display labels), then "avg".
-    A study with several evaluated trials shows the mean of their AUILCs.
+    Columns: dataset, study, trial_id, method, then the subsets in DQF order (display labels), then
+    "avg". A study with several evaluated trials (top-k, Pareto set) gets one row per trial.
     """
     frame = summary[summary["study"].isin(list(studies)) & (summary["metric"] == metric)
                     & (summary["pattern"] == pattern) & (summary["fill"] == fill) & (summary["split"] == split)]
     frame = evaluated_rows(frame, trials)
     subsets = [s for s in DQF_SUBSET_ORDER if s in set(frame["subset"])]
-    base = ["dataset", "study", "method"]
+    base = ["dataset", "study", "trial_id", "method"]
     if frame.empty:
         return pd.DataFrame(columns=base + [subset_display(s) for s in DQF_SUBSET_ORDER] + ["avg"])
     frame = frame.assign(auilc=pd.to_numeric(frame["auilc"], errors="coerce"),
@@ -460,8 +476,8 @@ def style_best(table: pd.DataFrame, value_columns: Sequence[str], direction: str
 
 def auilc_heatmap(table: pd.DataFrame, metric: str) -> go.Figure:
     """Studies x subsets heatmap of AUILC; the colour scale is reversed when lower is better."""
-    value_columns = [c for c in table.columns if c not in ("dataset", "study", "method")]
-    labels = [f"{s} ({m}) · {d}" for s, m, d in zip(table["study"], table["method"], table["dataset"])]
+    value_columns = [c for c in table.columns if c not in ID_COLUMNS]
+    labels = [f"{s} ({m}) · {d}" for s, m, d in zip(entry_labels(table), table["method"], table["dataset"])]
     z = table[value_columns].to_numpy(float)
     fig = go.Figure(go.Heatmap(z=z, x=value_columns, y=labels, colorscale="Viridis",
                                reversescale=direction_of(metric) == "min",
@@ -484,11 +500,12 @@ def inter_table(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[st
     frame = evaluated_rows(frame, trials)
     if frame.empty:
         return pd.DataFrame(columns=["available"])
-    frame = frame.assign(value=pd.to_numeric(frame["value"], errors="coerce"),
-                         column=[f"{s} · {metric_label(m)}" for s, m in zip(frame["study"], frame["metric"])])
+    frame = frame.assign(value=pd.to_numeric(frame["value"], errors="coerce"))
+    frame = frame.assign(entry=entry_labels(frame))
+    frame = frame.assign(column=[f"{e} · {metric_label(m)}" for e, m in zip(frame["entry"], frame["metric"])])
     wide = frame.pivot_table(index="subset", columns="column", values="value", aggfunc="mean")
     order = [s for s in UMDF_CONDITION_ORDER if s in wide.index] + sorted(set(wide.index) - set(UMDF_CONDITION_ORDER))
-    ordered_columns = [f"{s} · {metric_label(m)}" for s in sorted(set(frame["study"])) for m in metrics
+    ordered_columns = [f"{s} · {metric_label(m)}" for s in sorted(set(frame["entry"])) for m in metrics
                        if f"{s} · {metric_label(m)}" in wide.columns]
     wide = wide.loc[order, ordered_columns]
     wide.index = ["{" + ",".join(m[0] for m in ("text", "audio", "vision") if m in parse_subset(s)) + "}"

@@ -53,10 +53,13 @@ def write_study(store, name: str, method: str, dataset: tuple[str, str], objecti
     lineage = _lineage(method, dataset)
     for trial in trials:
         store.write_trial(name, {**lineage, "config": {"model": method, **trial["params"]}, **trial})
-    selected = [t for t in trials if t.get("selected")]
-    if not selected:
-        return
-    trial_id = selected[0]["trial_id"]
+    for k, trial in enumerate(t for t in trials if t.get("selected")):  # each selected config: curves
+        write_evaluation(store, name, trial["trial_id"], lineage, metrics=metrics, offset=offset + 0.01 * k,
+                         patterns=patterns, inter=inter)
+
+
+def write_evaluation(store, name: str, trial_id: str, lineage: dict, *, metrics, offset: float, patterns,
+                     inter: bool) -> None:
     rows, summary = [], []
     for pattern in patterns:
         for metric in metrics:
@@ -93,8 +96,9 @@ def _trial(i: int, status: str, mae: float, *, selected=False, pareto=False, val
            "epochs_run": epochs, "wall_time_s": 10.0 + i, "num_parameters": 1000 * (1 + i % 3),
            "learning_curve": lc, "val_mae": mae, "val_non0_acc2": 0.9 - mae / 2, "objective": mae,
            "selected": selected, "pareto": pareto}
+    row["best_val_mae"] = mae  # the runner's best-epoch value of each objective metric
     if valmask is not None:
-        row["valmask_mae"] = valmask
+        row["valmask_mae"] = row["best_valmask_mae"] = valmask
     return row
 
 
@@ -112,7 +116,7 @@ def build_store(root: Path) -> Path:
     multi = [{"metric": "val_mae", "mode": "min"}, {"metric": "valmask_mae", "mode": "min"}]
     # (val, valmask): t000 (0.7, 1.0) and t001 (0.8, 0.9) and t003 (0.9, 0.85) are non-dominated; t002 is not
     points = [(0.7, 1.0), (0.8, 0.9), (0.85, 0.95), (0.9, 0.85)]
-    umdf = [_trial(i, "completed", v, valmask=m, selected=(i == 1), pareto=i in (0, 1, 3))
+    umdf = [_trial(i, "completed", v, valmask=m, selected=i in (0, 1), pareto=i in (0, 1, 3))
             for i, (v, m) in enumerate(points)]
     write_study(store, "umdf_mosi_mo", "umdf", DATASET_A, multi, trials=umdf, metrics=("mae",), offset=0.02,
                 patterns=("random",))
@@ -227,12 +231,12 @@ def test_aggregate_curves_mean_and_std_over_seeds(store_root):
 def test_param_importances_and_too_few_trials(store_root):
     snap = views.load_snapshot(str(store_root))
     frame = views.trial_frame(snap.trials, "dqf_mosi")
-    table, reason = views.param_importances(frame, [("val_mae", "min")])
+    table, reason = views.param_importances(frame, [("best_val_mae", "min")])
     assert reason == ""
     assert set(table["parameter"]) <= {"lr", "hidden", "optimizer"} and len(table) >= 1
     assert table["importance"].sum() == pytest.approx(1.0)
     few = views.trial_frame(snap.trials, "cider_mosi")
-    table, reason = views.param_importances(few, [("val_mae", "min")])
+    table, reason = views.param_importances(few, [("best_val_mae", "min")])
     assert table is None and "at least 3 completed trials" in reason and "has 2" in reason
 
 
@@ -276,6 +280,10 @@ def test_robustness_page_one_line_and_band_per_study(store_root, monkeypatch):
     assert "MAE" in fig["layout"]["title"]["text"] and "lower is better" in fig["layout"]["title"]["text"]
     assert not at.info  # one dataset: no mixing note
 
+    at.multiselect(key="curve_studies").set_value(["umdf_mosi_mo"]).run()
+    assert sorted(t["name"] for t in mean_traces(charts(at)[0])) == ["umdf_mosi_mo/t000 (umdf)",
+                                                                      "umdf_mosi_mo/t001 (umdf)"]
+    at.multiselect(key="curve_studies").set_value(["dqf_mosi", "cider_mosi"])
     at.radio(key="curve_view").set_value("All 7 subsets").run()
     (fig,) = charts(at)
     assert len(mean_traces(fig)) == 7 * 2
@@ -310,9 +318,11 @@ def test_auilc_page_table_heatmap_and_inter_conditions(store_root, monkeypatch):
     at.selectbox(key="auilc_metric").set_value("mae")
     at.selectbox(key="auilc_pattern").set_value("random").run()
     table = shown_table(at, "auilc_table").value
-    assert list(table.columns) == ["dataset", "study", "method", "{v}", "{a}", "{t}", "{v,a}", "{v,t}", "{a,t}",
+    assert list(table.columns) == ["dataset", "study", "trial_id", "method", "{v}", "{a}", "{t}", "{v,a}", "{v,t}", "{a,t}",
                                    "{v,a,t}", "avg"]
-    assert sorted(table["study"]) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo"]
+    # the multi-objective study evaluated two selected configs: one row each, never averaged
+    assert sorted(zip(table["study"], table["trial_id"])) == [
+        ("cider_mosi", "t001"), ("dqf_mosi", "t002"), ("umdf_mosi_mo", "t000"), ("umdf_mosi_mo", "t001")]
     dqf = table.set_index("study").loc["dqf_mosi"]
     rates = list(RATES)
     expected_v = np.mean([auilc(rates, [curve_value(0.0, "mae", "v", r, ts, ms) for r in rates])
@@ -325,16 +335,17 @@ def test_auilc_page_table_heatmap_and_inter_conditions(store_root, monkeypatch):
     bold_cells = re.findall(r"row(\d+)_col(\d+)", styles.split("{")[0])
     dqf_row = table.index[table["study"] == "dqf_mosi"][0]
     assert "font-weight: bold" in styles
-    assert sorted(int(c) for _, c in bold_cells) == list(range(3, 11))  # 7 subsets + avg
+    assert sorted(int(c) for _, c in bold_cells) == list(range(4, 12))  # 7 subsets + avg
     assert {int(r) for r, _ in bold_cells} == {dqf_row}
     assert any("lower is better" in c for c in texts(at.caption))
     (heat,) = charts(at)
     assert heat["data"][0]["type"] == "heatmap" and heat["data"][0]["reversescale"] is True
-    assert len(heat["data"][0]["y"]) == 3
+    assert len(heat["data"][0]["y"]) == 4
 
     conditions = shown_table(at, "inter_table").value
     assert conditions["available"].tolist() == ["{t}", "{a}", "{v}", "{t,a}", "{t,v}", "{a,v}", "{t,a,v}"]
     assert conditions.loc[0, "dqf_mosi · MAE"] == pytest.approx(0.5 + 0.0005)  # mean over the two train seeds
+    assert conditions.loc[0, "umdf_mosi_mo/t001 · MAE"] == pytest.approx(0.5 + 0.03 + 0.0005)
     assert conditions.loc[3, "cider_mosi · MAE"] == pytest.approx(0.5 + 0.05 + 0.03 + 0.0005)
 
 
@@ -345,7 +356,7 @@ def test_trial_explorer_single_objective(store_root, monkeypatch):
     figs = charts(at)
     parcoords = next(f for f in figs if f["data"][0]["type"] == "parcoords")
     labels = [d["label"] for d in parcoords["data"][0]["dimensions"]]
-    assert sorted(labels[:-1]) == ["hidden", "lr", "optimizer"] and labels[-1] == "val_mae"
+    assert sorted(labels[:-1]) == ["hidden", "lr", "optimizer"] and labels[-1] == "best_val_mae"
     importance = shown_table(at, "trial_importance_table").value
     assert importance["importance"].sum() == pytest.approx(1.0)
     curves = next(f for f in figs if f["layout"]["title"]["text"].startswith("Learning curves"))
