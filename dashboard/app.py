@@ -25,8 +25,16 @@ PAGES = ("Studies overview", "Robustness curves", "AUILC tables", "Trial explore
 @st.cache_data(show_spinner="Reading the study store…", max_entries=8)
 def cached_snapshot(root: str, token: str) -> views.StoreSnapshot:
     """The store's tables; `token` (file names, sizes, mtimes) invalidates the cache on change."""
-    del token  # only part of the cache key
-    return views.load_snapshot(root)
+    return views.load_snapshot(root, token)
+
+
+@st.cache_data(show_spinner="Computing hyper-parameter importance…", max_entries=32)
+def cached_importances(root: str, token: str, study: str):
+    """views.param_importances of one study (seconds on hundreds of trials), cached per store state."""
+    snap = cached_snapshot(root, token)
+    frame = views.trial_frame(snap.trials, study)
+    objectives = views.objective_columns(frame, views.study_info(snap).set_index("study").loc[study, "objective"])
+    return views.param_importances(frame, objectives)
 
 
 def remember(page: str, table_name: str, table, figure: go.Figure | None) -> None:
@@ -235,7 +243,7 @@ def page_trials(snap: views.StoreSnapshot) -> None:
         else:
             st.info("No searched hyper-parameters or objective recorded for this study.")
     with tab_imp:
-        table, reason = views.param_importances(frame, objectives)
+        table, reason = cached_importances(snap.root, snap.token, study)
         if table is None:
             st.info(reason)
         else:

@@ -127,6 +127,8 @@ class StoreSnapshot:
     """(path, message) for every file the store skipped, plus dashboard-level inconsistencies."""
     exists: bool = True
     """False when a local root does not exist at all."""
+    token: str = ""
+    """The change token the snapshot was read under (keys derived caches)."""
 
     @property
     def is_empty(self) -> bool:
@@ -138,8 +140,8 @@ class StoreSnapshot:
         return sorted(names)
 
 
-def load_snapshot(root: str) -> StoreSnapshot:
-    """Read the four tables of the store at `root` (read-only)."""
+def load_snapshot(root: str, token: str = "") -> StoreSnapshot:
+    """Read the four tables of the store at `root` (read-only); `token` is recorded as given."""
     exists = "://" in root or Path(root).expanduser().exists()
     store = open_store(root)
     studies, trials, curves, summary = store.studies(), store.trials(), store.curves(), store.summary()
@@ -150,7 +152,7 @@ def load_snapshot(root: str) -> StoreSnapshot:
                          f"study {name!r} has trials but no readable study record; "
                          "method and dataset are taken from its trials"))
     return StoreSnapshot(root=root, studies=studies, trials=trials, curves=curves, summary=summary,
-                         problems=tuple(problems), exists=exists)
+                         problems=tuple(problems), exists=exists, token=token)
 
 
 def _json_loads(text: Any, default: Any) -> Any:
@@ -591,7 +593,12 @@ def param_importances(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]
     if not distributions:
         return None, "Every searched hyper-parameter took a single value, so none can explain the objective."
     directions = ["minimize" if mode == "min" else "maximize" for _, mode in objectives]
-    study = optuna.create_study(directions=directions)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per page view
+    try:
+        study = optuna.create_study(directions=directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     trials = []
     for rec in done.to_dict("records"):
         params = {}
