@@ -164,7 +164,7 @@ def page_auilc(snap: views.StoreSnapshot) -> None:
     c1, c2, c3, c4 = st.columns(4)
     split = c1.selectbox("Split", sorted(summary["split"].dropna().unique(), key=lambda s: s != "test"),
                          key="auilc_split")
-    metric = c2.selectbox("Metric", sorted(summary["metric"].dropna().unique()), format_func=views.metric_label,
+    metric = c2.selectbox("Metric", views.order_metrics(summary["metric"].dropna().unique()), format_func=views.metric_label,
                           key="auilc_metric")
     patterns, fills = sorted(summary["pattern"].dropna().unique()), sorted(summary["fill"].dropna().unique())
     pattern = c3.selectbox("Pattern", patterns, index=preferred(patterns, "random"), key="auilc_pattern")
@@ -193,8 +193,8 @@ def page_auilc(snap: views.StoreSnapshot) -> None:
     if inter.empty:
         st.info("No inter-modality condition rows (condition='inter') in the store.")
         return
-    inter_metrics = st.multiselect("Metrics", sorted(inter["metric"].unique()), format_func=views.metric_label,
-                                   default=sorted(inter["metric"].unique())[:2], key="inter_metrics")
+    inter_metrics = st.multiselect("Metrics", views.order_metrics(inter["metric"].unique()),
+                                   format_func=views.metric_label, default=views.order_metrics(inter["metric"].unique())[:2], key="inter_metrics")
     inter_fills = sorted(inter["fill"].unique())
     inter_fill = st.selectbox("Fill of the missing modalities", inter_fills, index=preferred(inter_fills, "zero"),
                               key="inter_fill")

@@ -120,7 +120,7 @@ def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> Non
 
 def plotted_studies(page) -> list[str]:
     """Names of the mean-line traces of the first Plotly chart on the page (as drawn by plotly.js)."""
-    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace path.js-line", state="attached", timeout=60_000)
     return page.evaluate(
         "() => Array.from(document.querySelector('.js-plotly-plot').data)"
         ".filter(t => t.meta === 'mean').map(t => t.name)")

@@ -22,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from affectune.metrics import metric_direction, metric_info
+from affectune.metrics import METRICS, PRIMARY_METRIC, metric_direction, metric_info
 from affectune.missing import INTER_CONDITIONS, SUBSETS, parse_subset, subset_label
 from affectune.store import TRIAL_STATUSES, open_store
 
@@ -286,6 +286,14 @@ def evaluated_rows(frame: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+def order_metrics(names) -> list[str]:
+    """Metrics in affectune.metrics order with each task's primary metric (MAE, WF1) first."""
+    known = list(METRICS)
+    primary = [m for m in PRIMARY_METRIC.values() if m in names]
+    rest = sorted((m for m in names if m not in primary), key=lambda m: (known.index(m) if m in known else len(known), m))
+    return primary + rest
+
+
 def curve_choices(curves: pd.DataFrame, condition: str = "intra") -> dict[str, list]:
     """Values present in the store for each curve selector (split, metric, pattern, fill, subset)."""
     frame = curves[curves["condition"] == condition] if "condition" in curves else curves
@@ -295,6 +303,7 @@ def curve_choices(curves: pd.DataFrame, condition: str = "intra") -> dict[str, l
     present = set(frame["subset"].dropna().astype(str)) if "subset" in frame else set()
     order = DQF_SUBSET_ORDER if condition == "intra" else UMDF_CONDITION_ORDER
     out["subset"] = [s for s in order if s in present] + sorted(present - set(order))
+    out["metric"] = order_metrics(out["metric"])
     if "test" in out["split"]:  # the test split first: it is what the papers report
         out["split"].remove("test")
         out["split"].insert(0, "test")
