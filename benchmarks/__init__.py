@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench` (`python -m benchmarks`); not part of the test suite."""

@@ -1,0 +1,149 @@
+"""`python -m benchmarks`: the platform's overheads as ratios against bare PyTorch.
+
+(a) Training throughput (samples/s) of `affectune.train.train_loop` against a bare loop on the
+    same model, data tensors, train-time policy and optimiser: a plain for-loop over slices of a
+    seeded permutation plus the optimiser step. Reported for the optimisation phase alone and
+    end to end per epoch, where the bare loop also forwards the two validation sets and scores
+    them (the platform additionally writes checkpoints).
+(b) The robustness grid: `affectune.evaluate.robustness` against the same number of bare forward
+    passes over pre-built test tensors.
+Each measurement is warmed up once and repeated; platform and bare runs alternate, medians are
+reported. The machine may be shared: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from affectune.batch import Batch
+from affectune.data import load
+from affectune.evaluate import robustness
+from affectune.loader import preload
+from affectune.metrics import compute_metrics
+from affectune.models import build_model
+from affectune.train import TrainConfig, masked_validation, seed_everything, train_loop
+
+
+def bare_training(cfg: dict, dataset, epochs: int, validate: bool) -> tuple[float, float]:
+    """(optimisation seconds, total seconds) of a hand-written loop doing the same work."""
+    tc = TrainConfig.from_dict(cfg)
+    seed_everything(tc.seed)
+    train = preload(dataset, "train")
+    model = build_model(tc.model, dict(tc.model_config), dataset.spec())
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    gen = torch.Generator().manual_seed(tc.seed)
+    valid = preload(dataset, "valid")
+    sets = [valid, masked_validation(valid, tc)]
+    x, v, y = train.features, train.valid, train.label
+    n, bs = len(train), tc.batch_size
+    opt_time = total = 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            valid_b = {m: v[m][idx] for m in v}
+            batch = Batch(text=x["text"][idx], audio=x["audio"][idx], vision=x["vision"][idx], valid=valid_b,
+                          dropped={m: torch.zeros_like(t) for m, t in valid_b.items()}, label=y[idx], index=idx,
+                          tokens=None if train.tokens is None else train.tokens[idx])
+            loss = model.training_losses(batch, model.train_policy(batch, gen))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        opt_time += time.perf_counter() - start
+        if validate:
+            model.eval()
+            with torch.inference_mode():
+                for data in sets:
+                    pred = torch.cat([model.predict(b).reshape(len(b.label), -1) for b in data.batches(tc.eval_batch_size)])
+                    compute_metrics(dataset.task, data.label.numpy(), pred[:, 0].numpy() if dataset.task == "regression"
+                                    else pred.numpy())
+        total += time.perf_counter() - start
+    return opt_time, total
+
+
+def platform_training(cfg: dict, dataset) -> tuple[float, float]:
+    out = train_loop(cfg, dataset=dataset)
+    return sum(h["train_time_s"] for h in out.history), sum(h["epoch_time_s"] for h in out.history)
+
+
+def bench_training(name: str, cfg: dict, dataset, repeats: int) -> None:
+    epochs = cfg["epochs"]
+    n = len(dataset.splits["train"]) * epochs
+    platform_training({**cfg, "epochs": 1}, dataset)  # warm-up (allocator, lazy imports)
+    bare_training(cfg, dataset, 1, True)
+    plat, bare_opt, bare_all = [], [], []
+    for _ in range(repeats):
+        plat.append(platform_training(cfg, dataset))
+        bare_opt.append(bare_training(cfg, dataset, epochs, False)[0])
+        bare_all.append(bare_training(cfg, dataset, epochs, True)[1])
+    p_opt = statistics.median(t for t, _ in plat)
+    p_all = statistics.median(t for _, t in plat)
+    b_opt, b_all = statistics.median(bare_opt), statistics.median(bare_all)
+    print(f"[train] {name}: {n} samples per run, median of {repeats}")
+    print(f"  optimisation phase: platform {n / p_opt:8.1f} samples/s   bare {n / b_opt:8.1f} samples/s   "
+          f"ratio {b_opt / p_opt:.3f}")
+    print(f"  per epoch incl. validation: platform {n / p_all:8.1f} samples/s   bare {n / b_all:8.1f} samples/s   "
+          f"ratio {b_all / p_all:.3f}")
+
+
+def bench_grid(name: str, model, dataset, repeats: int, batch_size: int = 1024) -> None:
+    model.eval()
+    test = preload(dataset, "test")
+
+    def bare(passes: int) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(passes):
+                for b in test.batches(batch_size):
+                    model.predict(b)
+        return time.perf_counter() - start
+
+    result = robustness(model, dataset, seeds=(0,), batch_size=batch_size)  # warm-up
+    bare(2)
+    grid, forward = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = robustness(model, dataset, seeds=(0, 1, 2), batch_size=batch_size)
+        grid.append(time.perf_counter() - start)
+        forward.append(bare(result.forward_passes))
+    g, f = statistics.median(grid), statistics.median(forward)
+    cells = len(result.curves) // len(result.complete)
+    print(f"[grid] {name}: {cells} (cell, seed) rows incl. inter, {result.forward_passes} distinct forward passes "
+          f"over {len(test)} samples, median of {repeats}")
+    print(f"  robustness() {g:.2f}s   bare forward passes {f:.2f}s   ratio (grid / bare) {g / f:.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machines)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    scale = 0.25 if args.quick else 1.0
+    source = f"synthetic:mosi?scale={scale}"
+    dataset = load(source)
+    base = {"dataset": source, "epochs": 2 if args.quick else 3, "batch_size": 32, "lr": 1e-3, "patience": None,
+            "num_threads": args.threads}
+    print(f"benchmarks on {source} (train {len(dataset.splits['train'])}, test {len(dataset.splits['test'])}), "
+          f"torch threads {args.threads}\n")
+    lf = {**base, "model": "late_fusion", "model_config": {"hidden": 32}}
+    dqf = {**base, "model": "dqf", "model_config": {"hidden": 32, "layers": 1}, "epochs": 1}
+    bench_training("late_fusion hidden 32 (cheap model: loop overhead shows most)", lf, dataset, args.repeats)
+    bench_training("dqf hidden 32, 1 layer", dqf, dataset, max(1, args.repeats - 1))
+    print()
+    seed_everything(0)
+    bench_grid("late_fusion hidden 32", build_model("late_fusion", {"hidden": 32}, dataset.spec()), dataset,
+               args.repeats)
+    bench_grid("dqf hidden 32, 1 layer", build_model("dqf", {"hidden": 32, "layers": 1}, dataset.spec()), dataset, 1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
