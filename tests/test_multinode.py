@@ -213,6 +213,7 @@ def cluster():
     ports = PortPool()
     gcs_port = ports.one()
     nodes: list[RayNode] = []
+    saved_env = {key: os.environ.get(key) for key in RAY_ENV}
     try:
         head = _start_node(
             "head",
@@ -247,8 +248,9 @@ def cluster():
         node2.wait_started()
 
         gcs_address = f"127.0.0.1:{gcs_port}"
-        for key, value in RAY_ENV.items():
-            os.environ.setdefault(key, value)
+        os.environ.update(RAY_ENV)  # this driver too; restored in the finaliser
+        if ray.is_initialized():  # a session left by another module would hide our cluster
+            ray.shutdown()
         ray.init(address=gcs_address, log_to_driver=False)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -264,6 +266,11 @@ def cluster():
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         survivors = stop_nodes(nodes, marker)
         shutil.rmtree(root, ignore_errors=True)
         if survivors:
@@ -329,3 +336,37 @@ def test_stop_nodes_kills_every_process_of_a_node_and_nothing_else(tmp_path):
         bystander.kill()
         bystander.wait()
         shutil.rmtree(marker_dir, ignore_errors=True)
+
+
+def test_study_trials_run_on_the_second_node_and_all_reach_the_store(cluster):
+    """The real study script, pointed at the cluster, with workers pinned to node2 by resource."""
+    from affectune.store import open_store
+
+    num_trials = 2
+    store_root = cluster.root / "store"
+    started = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "studies" / "dqf_search.py"),
+            "--smoke-test", "--quiet", "--trials", str(num_trials),
+            "--address", cluster.gcs_address,
+            "--storage", str(store_root),
+            "--worker-resources", json.dumps({NODE2_RESOURCE: 1}),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **RAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, f"study failed after {elapsed:.0f} s:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+
+    trials = open_store(str(store_root)).trials("dqf-smoke")
+    assert len(trials) == num_trials, trials[["trial_id", "status"]]
+    assert trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials[["trial_id", "status", "error"]]
+    # Every trial trained on node2 (the trial row records the node of the worker that trained it).
+    assert list(trials["node_id"]) == [cluster.node2_node_id] * num_trials
+    # The selected config was evaluated on the test grid and its curves landed in the same store.
+    assert len(open_store(str(store_root)).curves("dqf-smoke")) > 0
