@@ -1,0 +1,405 @@
+"""run_study: the search on Ray Tune (Optuna TPE + ASHA), selection on validation, final evaluation.
+
+    result = run_study(StudySpec(name="dqf-mosi", method="dqf", dataset="synthetic:mosi?scale=0.1"))
+
+Phases:
+1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded), ASHA stops poor
+   ones on the first objective per epoch; each trial trains with Ray Train (or inside the trial for
+   1-worker CPU trials, see StudySpec.execution) on the validation-only view of the dataset and
+   writes its own store row.
+2. selection on validation only: the top_k trials by the first objective (single objective) or
+   the Pareto set (several objectives), from the store's trial rows.
+3. final evaluation: each selected config is trained with every eval seed (the search run is reused
+   for the search seed), and every resulting model is evaluated once on the test robustness grid;
+   curves and AUILC summary go to the store with lineage.
+
+What Optuna learns from a trial ASHA stopped: its objective values at its best epoch so far
+(`best_<metric>`), told as a COMPLETE trial. ASHA stopped it because it was worse than its peers at
+the same rung, and its best-so-far value says exactly that, on the same scale as finished trials
+(telling Optuna "pruned" would hide how close it came; its last epoch's value could be a dip).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from affectune.studies.spec import StudySpec
+from affectune.studies.trial import TrialContext, search_view, trial_trainable
+
+
+@dataclass
+class StudyResult:
+    """What a finished study produced (everything is also in the store)."""
+
+    name: str
+    store_root: str
+    tune_path: str
+    trials: pd.DataFrame
+    """The study's trial rows (search phase), as in the store."""
+    selected: list[str]
+    """Trial ids selected on validation."""
+    summary: pd.DataFrame
+    """AUILC on test of the selected configs (mean over train seeds x mask seeds)."""
+    curves: pd.DataFrame
+    """Test-grid curves of the selected configs."""
+    search_wall_s: float
+    eval_wall_s: float
+    eval_validation: dict = field(default_factory=dict)
+    """trial_id -> {metric: (mean, std)} of the selected configs' validation scores over eval seeds."""
+    interrupted: bool = False
+    """True when the search was interrupted before all trials ended (resume it)."""
+
+
+# --------------------------------------------------------------------------- progress
+def _progress_callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class ProgressLine(_progress_callback_base()):
+    """One compact line per epoch result and per trial end (Tune's tables are too wide for a log)."""
+
+    def __init__(self, study: str, metric: str):
+        self.study, self.metric, self.started = study, metric, time.time()
+        self.done: dict[str, str] = {}
+
+    def _line(self, text: str) -> None:
+        print(f"[{self.study} {time.time() - self.started:6.0f}s] {text}", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted((trial.config or {}).items()))
+        value, best = result.get(self.metric), result.get(f"best_{self.metric}")
+        self._line(f"trial {trial.trial_id} epoch {result.get('epoch')}: {self.metric}={value:.4f} "
+                   f"best={best:.4f} ({params})" if isinstance(value, float) and isinstance(best, float)
+                   else f"trial {trial.trial_id} epoch {result.get('epoch')}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done[trial.trial_id] = "done"
+        running = sum(t.status == "RUNNING" for t in trials)
+        self._line(f"trial {trial.trial_id} ended ({len(self.done)} ended, {running} running)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done[trial.trial_id] = "failed"
+        self._line(f"trial {trial.trial_id} FAILED: {trial.error_file}")
+
+
+# --------------------------------------------------------------------------- Ray set-up
+def init_ray(address: str | None = None, **kwargs) -> None:
+    """Connect to `address` (a running cluster, "auto") or start a local Ray with this machine's
+    resources. Does nothing if Ray is already initialised in this process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(**kwargs)
+
+
+def _resolve_objectives(spec: StudySpec, dataset) -> tuple[tuple[str, str], ...]:
+    """Modes filled in: "objective" follows the train loop's selection direction, metrics their own."""
+    from affectune.metrics import metric_direction
+    from affectune.train import TrainConfig
+
+    base = TrainConfig.from_dict({**spec.base_config, "model": spec.method, "dataset": spec.dataset})
+    _, selection_mode = base.selection(dataset.task)
+    out = []
+    for metric, mode in spec.objectives:
+        if mode is None:
+            if metric in ("objective", "best_objective"):
+                mode = selection_mode
+            elif metric == "num_parameters":
+                mode = "min"
+            elif metric.startswith(("val_", "valmask_")):
+                mode = metric_direction(metric.split("_", 1)[1])
+            else:
+                raise ValueError(f"study {spec.name!r}: objective {metric!r} needs an explicit mode")
+        out.append((metric, mode))
+    return tuple(out)
+
+
+def _space(spec: StudySpec):
+    from affectune.search_spaces import SearchSpace, get_space
+
+    if callable(spec.search_space):
+        fn = spec.search_space  # a plain define-by-run function; `fn.helpers` may name derivation-only params
+        return SearchSpace(spec.method, getattr(fn, "__name__", "custom"), fn, helpers=tuple(getattr(fn, "helpers", ())))
+    return get_space(spec.method, spec.search_space)
+
+
+def _base_config(spec: StudySpec, objectives) -> dict:
+    base = dict(spec.base_config)
+    first = objectives[0][0]
+    if first.startswith(("val_", "valmask_")) and "select_metric" not in base:
+        base["select_metric"] = first  # the train loop's best epoch = the first objective's best epoch
+    return base
+
+
+# --------------------------------------------------------------------------- the study
+def run_study(spec: StudySpec, address: str | None = None, resume: bool = False) -> StudyResult:
+    """Run (or with `resume=True` continue) the study; see the module docstring."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from affectune import code_version
+    from affectune.data import load
+    from affectune.store import open_store
+
+    init_ray(address)
+    store = open_store(spec.storage)
+    existing = store.trials(spec.name)
+    if len(existing) and not resume:
+        raise RuntimeError(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
+                           "pass resume=True (--resume) to continue it, or choose another name")
+
+    dataset = load(spec.dataset)  # the driver loads once; trials get a reference
+    fingerprint = dataset.fingerprint
+    objectives = _resolve_objectives(spec, dataset)
+    space = _space(spec)
+    base = _base_config(spec, objectives)
+    execution = spec.resolved_execution
+
+    previous = store.studies(spec.name)
+    store.write_study({
+        "study": spec.name, "method": spec.method, "dataset": spec.dataset, "fingerprint": fingerprint,
+        "search_space": {**space.describe(), "helpers": list(space.helpers)},
+        "objective": [{"metric": m, "mode": mode} for m, mode in objectives],
+        "config": base, "code_version": code_version(),
+        "created": previous["created"].iloc[0] if len(previous) else None,
+        "num_trials": spec.num_trials, "execution": execution,
+        "workers_per_trial": spec.workers_per_trial, "gpus_per_worker": spec.gpus_per_worker,
+    })
+
+    ctx = TrialContext(
+        study=spec.name, method=spec.method, dataset_source=spec.dataset, fingerprint=fingerprint,
+        code_version=code_version(), store_root=spec.storage if "://" in spec.storage
+        else os.path.abspath(spec.storage), base_config=base, helpers=tuple(space.helpers),
+        objectives=objectives, execution=execution, workers=spec.workers_per_trial,
+        gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
+        resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
+    )
+    # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
+    refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}
+    trainable = _with_resources(spec, execution, tune.with_parameters(trial_trainable, ctx=ctx, refs=refs))
+
+    first_metric, first_mode = objectives[0]
+    epochs = int(base.get("epochs", 20))
+    searcher = OptunaSearch(
+        space=space.define,
+        metric=[f"best_{m}" for m, _ in objectives] if spec.multi_objective else f"best_{first_metric}",
+        mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,
+        seed=spec.seed,
+    )
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=first_metric, mode=first_mode,
+                               max_t=max(epochs, 1), grace_period=min(spec.grace_period, epochs),
+                               reduction_factor=spec.reduction_factor) if spec.use_asha else None)
+    run_config = tune.RunConfig(
+        name=spec.name, storage_path=spec.tune_storage,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=0, callbacks=[ProgressLine(spec.name, objectives[0][0])] if spec.verbose else None,
+    )
+    tune_path = f"{spec.tune_storage.rstrip('/')}/{spec.name}"
+    started = time.time()
+    if resume and tune.Tuner.can_restore(tune_path):
+        print(f"[affectune] resuming study {spec.name!r} from {tune_path}", flush=True)
+        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
+            max_concurrent_trials=spec.max_concurrent), run_config=run_config)
+    grid = tuner.fit()
+    search_wall = time.time() - started
+    finished = grid.num_terminated + grid.num_errors
+    if finished < spec.num_trials:  # Ctrl-C (or a driver stop): Tune saved its state; no selection yet
+        print(f"[affectune] study {spec.name!r} interrupted after {finished}/{spec.num_trials} trials; "
+              f"continue it with resume=True (--resume)", flush=True)
+        return StudyResult(name=spec.name, store_root=spec.storage, tune_path=tune_path,
+                           trials=store.trials(spec.name), selected=[], summary=pd.DataFrame(),
+                           curves=pd.DataFrame(), search_wall_s=search_wall, eval_wall_s=0.0, interrupted=True)
+
+    # ---- selection on validation only, from the rows the trials wrote
+    trials = store.trials(spec.name)
+    selected, pareto = select_trials(trials, objectives, spec.top_k)
+    store.mark_trials(spec.name, selected=selected, pareto=pareto)
+
+    # ---- final evaluation: train seeds, then the test grid once per model
+    started = time.time()
+    eval_validation, curves, summary = _evaluate_selected(spec, ctx, refs, store, dataset, objectives,
+                                                          selected, trials, _with_resources)
+    eval_wall = time.time() - started
+    result = StudyResult(name=spec.name, store_root=spec.storage, tune_path=tune_path,
+                         trials=store.trials(spec.name), selected=selected, summary=summary, curves=curves,
+                         search_wall_s=search_wall, eval_wall_s=eval_wall, eval_validation=eval_validation)
+    return result
+
+
+def _with_resources(spec: StudySpec, execution: str, trainable):
+    from ray import tune
+
+    if execution == "train":
+        # The trial itself only coordinates: a sliver of CPU, so N workers x cpus_per_worker fit.
+        return tune.with_resources(trainable, {"cpu": 0.01})
+    resources = {"cpu": spec.cpus_per_worker, **spec.resources_per_worker}
+    if spec.gpus_per_worker:
+        resources["gpu"] = spec.gpus_per_worker
+    return tune.with_resources(trainable, resources)
+
+
+# --------------------------------------------------------------------------- selection
+def pareto_front(values: np.ndarray, modes: list[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of `values` (n, k) under per-column modes."""
+    signed = np.where(np.array(modes) == "max", values, -values)  # larger is better in every column
+    n = len(signed)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        others = np.delete(signed, i, axis=0)
+        dominated = np.any(np.all(others >= signed[i], axis=1) & np.any(others > signed[i], axis=1))
+        keep[i] = not dominated
+    return keep
+
+
+def select_trials(trials: pd.DataFrame, objectives, top_k: int) -> tuple[list[str], list[str]]:
+    """(selected ids, pareto ids) from validation columns best_<metric> only.
+
+    Candidates: completed trials (stopped ones too if none completed) with finite objectives.
+    Single objective: the top_k by the first objective. Several: the Pareto set (all selected).
+    """
+    cols = [f"best_{m}" for m, _ in objectives]
+    if trials.empty or any(c not in trials.columns for c in cols):
+        return [], []
+    pool = trials[trials["status"] == "completed"]
+    if pool.empty:
+        pool = trials[trials["status"] == "stopped"]
+    values = pool[cols].astype(float)
+    pool = pool[np.isfinite(values.to_numpy()).all(axis=1)]
+    if pool.empty:
+        return [], []
+    values = pool[cols].astype(float).to_numpy()
+    modes = [mode for _, mode in objectives]
+    front = list(pool["trial_id"][pareto_front(values, modes)])
+    if len(objectives) > 1:
+        return sorted(front), sorted(front)
+    order = np.argsort(-values[:, 0] if modes[0] == "max" else values[:, 0], kind="stable")
+    return list(pool["trial_id"].iloc[order[:top_k]]), front
+
+
+# --------------------------------------------------------------------------- final evaluation
+def _evaluate_checkpoint(store_root: str, path: str, dataset, mask_seeds, patterns, fills,
+                         cpus: float, gpus: float) -> pd.DataFrame:
+    """Test-grid curves of one checkpoint (runs as a Ray task; the only place test is read)."""
+    import torch
+
+    from affectune.evaluate import robustness
+    from affectune.store import open_store
+    from affectune.train import load_checkpoint
+
+    torch.set_num_threads(max(1, int(cpus)))
+    with tempfile.TemporaryDirectory(prefix="affectune-eval-") as tmp:
+        local = open_store(store_root).fetch_artifact(path, os.path.join(tmp, "best.pt"))
+        model, _ = load_checkpoint(local, device="cuda" if gpus and torch.cuda.is_available() else "cpu")
+    result = robustness(model, dataset, split="test", seeds=mask_seeds, patterns=patterns, fills=fills)
+    return result.curves
+
+
+def _evaluate_selected(spec, ctx, refs, store, dataset, objectives, selected, trials, with_resources):
+    import ray
+    from ray import tune
+
+    rows = trials.set_index("trial_id")
+    # (trial_id, train seed) -> checkpoint path in the store; the search run covers its own seed.
+    checkpoints: dict[tuple[str, int], str] = {}
+    retrain = []
+    for trial_id in selected:
+        row = rows.loc[trial_id]
+        config, params = json.loads(row["config"]), json.loads(row["params"])
+        for seed in spec.eval_seeds:
+            if seed == int(row["seed"]) and isinstance(row.get("checkpoint_path"), str):
+                checkpoints[(trial_id, seed)] = row["checkpoint_path"]
+            else:
+                retrain.append({"trial_id": trial_id, "seed": seed, "config": config, "params": params,
+                                "artifact_name": f"{trial_id}-seed{seed}"})
+    eval_validation: dict[str, dict] = {}
+    metrics_by_run: dict[tuple[str, int], dict] = {}
+    for trial_id in selected:
+        row = rows.loc[trial_id]
+        metrics_by_run[(trial_id, int(row["seed"]))] = {k: row[k] for k in row.index
+                                                        if str(k).startswith(("val_", "valmask_"))}
+    if retrain:
+        eval_ctx = TrialContext(**{**ctx.__dict__, "phase": "eval"})
+        # The grid is over run indices; the runs themselves travel with the trainable's parameters.
+        trainable = with_resources(spec, ctx.execution, tune.with_parameters(
+            trial_trainable, ctx=eval_ctx, refs={**refs, "eval_runs": retrain}))
+        tuner = tune.Tuner(trainable, param_space={"eval_run": tune.grid_search(list(range(len(retrain))))},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
+                           run_config=tune.RunConfig(name=f"{spec.name}-eval", storage_path=spec.tune_storage,
+                                                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                                     verbose=0,
+                                                     callbacks=[ProgressLine(f"{spec.name}-eval", objectives[0][0])]
+                                                     if spec.verbose else None))
+        for result in tuner.fit():
+            entry = retrain[result.config["eval_run"]]
+            if result.error is not None:
+                raise RuntimeError(f"study {spec.name!r}: evaluation run of trial {entry['trial_id']} with seed "
+                                   f"{entry['seed']} failed: {result.error}")
+            key = (entry["trial_id"], int(entry["seed"]))
+            checkpoints[key] = (f"{store.base.rstrip('/')}/artifacts/study={spec.name}/"
+                                f"{entry['artifact_name']}/best.pt")
+            history = result.metrics_dataframe
+            best = history.loc[history["best_epoch"] == history["epoch"]].iloc[-1] if history is not None \
+                and len(history) else pd.Series(result.metrics)
+            metrics_by_run[key] = {k: best[k] for k in best.index if str(k).startswith(("val_", "valmask_"))}
+
+    # The test grid, once per (selected config, train seed): Ray tasks with the workers' resources
+    # (parallel, one torch thread per CPU: oversubscribed threads are 10x slower on a shared host).
+    full_ref = ray.put(dataset)
+    evaluate_one = ray.remote(_evaluate_checkpoint).options(
+        num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker or 0,
+        resources=dict(spec.resources_per_worker) or None)
+    pending = {(t, s): evaluate_one.remote(ctx.store_root, checkpoints[(t, s)], full_ref, spec.mask_seeds,
+                                           spec.patterns, spec.fills, spec.cpus_per_worker, spec.gpus_per_worker)
+               for t in selected for s in spec.eval_seeds}
+    all_curves, all_summaries = [], []
+    for trial_id in selected:
+        config = json.loads(rows.loc[trial_id, "config"])
+        lineage = {"method": spec.method, "dataset": spec.dataset, "fingerprint": ctx.fingerprint,
+                   "code_version": ctx.code_version, "config": config}
+        curves = pd.concat([ray.get(pending[(trial_id, s)]).assign(train_seed=s) for s in spec.eval_seeds],
+                           ignore_index=True)
+        summary = _summary_over_seeds(curves)
+        store.write_curves(spec.name, trial_id, curves, lineage=lineage)
+        store.write_summary(spec.name, trial_id, summary, lineage=lineage)
+        all_curves.append(curves.assign(trial_id=trial_id))
+        all_summaries.append(summary.assign(trial_id=trial_id))
+        runs = [metrics_by_run[(trial_id, s)] for s in spec.eval_seeds if (trial_id, s) in metrics_by_run]
+        keys = sorted(set().union(*runs)) if runs else []
+        stats = {}
+        for k in keys:
+            vals = np.array([float(r[k]) for r in runs if k in r and r[k] is not None], dtype=float)
+            stats[k] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
+        eval_validation[trial_id] = stats
+    if all_curves:
+        return eval_validation, pd.concat(all_curves, ignore_index=True), pd.concat(all_summaries, ignore_index=True)
+    return eval_validation, pd.DataFrame(), pd.DataFrame()
+
+
+def _summary_over_seeds(curves: pd.DataFrame) -> pd.DataFrame:
+    """AUILC per (split, subset, pattern, fill, metric): mean and std over (train seed, mask seed)."""
+    from affectune.evaluate import summarize
+
+    combined = curves.assign(seed=curves["train_seed"].astype(np.int64) * 1_000_003 + curves["seed"].astype(np.int64))
+    return summarize(combined.drop(columns=["train_seed"]))

@@ -1,0 +1,137 @@
+"""StudySpec: everything that defines one study (method x dataset x search space x budget x scaling)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+EXECUTIONS = ("auto", "train", "in_process")
+MODES = ("max", "min")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass
+class StudySpec:
+    """One hyper-parameter study. Checked on construction; every field has a working default."""
+
+    name: str
+    """Study name: the store partition and the Tune experiment name (letters, digits, _ . -)."""
+    method: str
+    """Registered model name, e.g. "dqf"."""
+    dataset: str = "synthetic:mosi"
+    """Dataset source string (synthetic preset, "mmsa:/path/aligned_50.pkl", "merbench:/dir")."""
+    search_space: str | Callable = "paper"
+    """Name of a registered space of `method`, or an Optuna define-by-run callable."""
+    base_config: dict = field(default_factory=dict)
+    """Train config every trial starts from (affectune.train.TrainConfig keys); params override it."""
+    num_trials: int = 9
+    """Trials the searcher proposes."""
+    max_concurrent: int = 2
+    """Trials running at the same time."""
+    objectives: tuple = (("objective", None),)
+    """[(metric, mode)...] on validation; mode None = the train loop's selection direction. The first
+    drives ASHA and top-k selection; several make the search multi-objective (Pareto set)."""
+    use_asha: bool = True
+    """Stop poor trials early with ASHA on the first objective (per epoch)."""
+    grace_period: int = 1
+    """ASHA: epochs every trial runs before it may be stopped."""
+    reduction_factor: int = 2
+    """ASHA: keep 1/reduction_factor of the trials at each rung."""
+    workers_per_trial: int = 1
+    """Ray Train data-parallel workers per trial."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker (0 = CPU training)."""
+    cpus_per_worker: float = 1.0
+    """Logical CPUs per worker (fractions let several workers share a core in tests)."""
+    resources_per_worker: dict = field(default_factory=dict)
+    """Extra custom Ray resources per worker, e.g. {"node2": 1} to pin workers to a node."""
+    execution: str = "auto"
+    """"train" (TorchTrainer per trial), "in_process" (train_loop inside the Tune trial) or "auto":
+    in_process for 1-worker CPU trials (saves the TorchTrainer start-up), train otherwise."""
+    storage: str = "results"
+    """Study store root (local path or s3://...)."""
+    ray_storage_path: str | None = None
+    """Tune's storage_path (local or s3://); None = <storage>/ray (absolute)."""
+    max_failures: int = 1
+    """Tune retries of a failing trial before it is recorded as failed."""
+    top_k: int = 1
+    """Configs selected on validation for evaluation (single objective)."""
+    eval_seeds: tuple = (0,)
+    """Train seeds each selected config is trained with for the final evaluation."""
+    mask_seeds: tuple = (0, 1, 2)
+    """Mask seeds of the test robustness grid."""
+    patterns: tuple = ("random",)
+    """Test-grid mask patterns ("random", "block")."""
+    fills: tuple = ("zero",)
+    """Test-grid fills ("zero", "gaussian")."""
+    seed: int = 0
+    """Seeds the searcher (TPE) and every search trial's training."""
+    verbose: int = 1
+    """Tune progress output: 0 silent, 1 compact status, 2 per-result lines."""
+
+    def __post_init__(self):
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ValueError(f"StudySpec {self.name!r}: {msg}")
+
+        need(isinstance(self.name, str) and bool(_NAME.match(self.name)),
+             f"name must match {_NAME.pattern} (it names files and the Tune experiment)")
+        need(isinstance(self.method, str) and bool(self.method), "method must be a registered model name")
+        need(isinstance(self.dataset, str) and ":" in self.dataset,
+             f"dataset must be a source string like 'synthetic:mosi', got {self.dataset!r}")
+        need(isinstance(self.search_space, str) or callable(self.search_space),
+             "search_space must be a registered space name or a define-by-run callable")
+        need(isinstance(self.base_config, dict), "base_config must be a dict")
+        for key in ("model", "dataset", "seed"):
+            need(key not in self.base_config, f"base_config must not set {key!r} (the study sets it)")
+        need(self.num_trials >= 1, f"num_trials must be >= 1, got {self.num_trials}")
+        need(self.max_concurrent >= 1, f"max_concurrent must be >= 1, got {self.max_concurrent}")
+        objectives = tuple((str(m), mode) for m, mode in self.objectives)
+        need(len(objectives) >= 1, "at least one objective is required")
+        for metric, mode in objectives:
+            need(mode in (None, *MODES), f"objective {metric!r}: mode must be 'max', 'min' or None")
+        need(len({m for m, _ in objectives}) == len(objectives), "objective metrics must be distinct")
+        self.objectives = objectives
+        need(self.grace_period >= 1, f"grace_period must be >= 1, got {self.grace_period}")
+        need(self.reduction_factor >= 2, f"reduction_factor must be >= 2, got {self.reduction_factor}")
+        need(self.workers_per_trial >= 1, f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
+        need(self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        need(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        need(isinstance(self.resources_per_worker, dict)
+             and all(isinstance(v, (int, float)) and v >= 0 for v in self.resources_per_worker.values()),
+             "resources_per_worker must map resource names to amounts >= 0")
+        need(not {"CPU", "GPU", "cpu", "gpu"} & set(self.resources_per_worker),
+             "set CPUs and GPUs with cpus_per_worker / gpus_per_worker, not resources_per_worker")
+        need(self.execution in EXECUTIONS, f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        need(self.execution != "in_process" or (self.workers_per_trial == 1),
+             "execution 'in_process' runs one worker; use 'train' for workers_per_trial > 1")
+        need(bool(self.storage), "storage (the store root) must be set")
+        need(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
+        need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        self.eval_seeds = tuple(int(s) for s in self.eval_seeds)
+        self.mask_seeds = tuple(int(s) for s in self.mask_seeds)
+        need(len(self.eval_seeds) >= 1 and len(set(self.eval_seeds)) == len(self.eval_seeds),
+             f"eval_seeds must be distinct and non-empty, got {self.eval_seeds}")
+        need(len(self.mask_seeds) >= 1 and len(set(self.mask_seeds)) == len(self.mask_seeds),
+             f"mask_seeds must be distinct and non-empty, got {self.mask_seeds}")
+        self.patterns, self.fills = tuple(self.patterns), tuple(self.fills)
+
+    @property
+    def resolved_execution(self) -> str:
+        """The execution mode actually used ("auto" resolved)."""
+        if self.execution != "auto":
+            return self.execution
+        return "in_process" if self.workers_per_trial == 1 and self.gpus_per_worker == 0 else "train"
+
+    @property
+    def tune_storage(self) -> str:
+        """Tune's storage path (absolute for local paths, as Tune requires)."""
+        path = self.ray_storage_path or (f"{self.storage.rstrip('/')}/ray" if "://" in self.storage
+                                         else os.path.join(self.storage, "ray"))
+        return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1

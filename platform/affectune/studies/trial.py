@@ -1,0 +1,307 @@
+"""One trial: a Tune function trainable that trains a config with Ray Train (or in the trial itself)
+and writes its own row to the study store.
+
+Rows are written by the trial, never by the driver, so concurrent trials on many nodes lose
+nothing: rank 0 rewrites the row after every epoch (status "stopped", i.e. "ended here unless a
+later row says otherwise": this is the final row of a trial ASHA stops, because a stopped trial is
+killed without a chance to write), then "completed" with the persisted best checkpoint when the
+loop returns. The Tune function writes "failed" (with the error) when an attempt raises, then
+re-raises so Tune retries; `attempts` counts the attempts.
+
+Workers only ever receive the validation-only view of the dataset (`SearchView`): the test split
+is not in the object they get, and asking for it raises `TestSplitAccess`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from affectune.data.schema import Dataset
+
+SEARCH_SPLITS = ("train", "valid")
+
+
+class TestSplitAccess(KeyError):
+    """The search phase asked for a split it must never see."""
+
+    __test__ = False  # not a pytest test class
+
+
+class _SearchSplits(dict):
+    """The splits of a search view: only train and valid; any other key raises TestSplitAccess."""
+
+    def __missing__(self, key):
+        raise TestSplitAccess(f"split {key!r} is not visible during the search (only {SEARCH_SPLITS}); "
+                              "test is read only by the final evaluation after selection")
+
+
+class SearchView(Dataset):
+    """A Dataset holding only the train and valid splits, with the full dataset's fingerprint."""
+
+    @property
+    def fingerprint(self) -> str:  # the full dataset's, computed before the test split was removed
+        return self._full_fingerprint
+
+
+def search_view(dataset: Dataset) -> SearchView:
+    """The validation-only view of `dataset` (shares its arrays; the test split is not referenced)."""
+    view = SearchView.__new__(SearchView)
+    view.__dict__.update(dataset.__dict__)
+    view.splits = _SearchSplits({k: v for k, v in dataset.splits.items() if k in SEARCH_SPLITS})
+    view._full_fingerprint = dataset.fingerprint
+    return view
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a study shares (small and picklable; the dataset travels by reference)."""
+
+    study: str
+    method: str
+    dataset_source: str
+    fingerprint: str
+    code_version: str
+    store_root: str
+    base_config: dict
+    helpers: tuple
+    objectives: tuple  # ((metric, mode), ...) with modes resolved
+    execution: str  # "train" or "in_process"
+    workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    resources_per_worker: dict
+    tune_storage: str
+    seed: int
+    phase: str = "search"  # "search" writes trial rows; "eval" only persists checkpoints
+
+
+def _store(ctx: TrialContext):
+    from affectune.store import open_store
+
+    return open_store(ctx.store_root)
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (direct calls in tests)
+        return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Tracker:
+    """Follows the per-epoch metrics: best-epoch snapshot (by the train loop's selection) and curve."""
+
+    def __init__(self, objectives: tuple, num_parameters: int):
+        self.objectives, self.num_parameters = objectives, num_parameters
+        self.curve: list[dict] = []
+        self.best: dict = {}
+
+    def update(self, metrics: dict) -> dict:
+        metrics = dict(metrics, num_parameters=self.num_parameters)
+        if metrics.get("best_epoch") == metrics.get("epoch"):
+            self.best = dict(metrics)
+        # best_<m>: the objective values at the best epoch, what Optuna learns (also for stopped trials).
+        for metric, _mode in self.objectives:
+            value = self.best.get(metric, metrics.get(metric))
+            metrics[f"best_{metric}"] = float(value) if _finite(value) else float("nan")
+        self.curve.append({k: v for k, v in metrics.items() if _finite(v)})
+        return metrics
+
+
+def _row(ctx: TrialContext, trial_id: str, params: dict, config: dict, tracker: _Tracker | None,
+         status: str, started: float, attempts: int, **extra) -> dict:
+    row = {"trial_id": trial_id, "status": status, "params": params, "config": config,
+           "seed": config.get("seed", ctx.seed), "method": ctx.method, "dataset": ctx.dataset_source,
+           "fingerprint": ctx.fingerprint, "code_version": ctx.code_version, "node_id": _node_id(),
+           "wall_time_s": time.time() - started, "attempts": attempts, "phase": ctx.phase}
+    if tracker is not None:
+        row.update(epochs_run=len(tracker.curve), learning_curve=tracker.curve,
+                   num_parameters=tracker.num_parameters)
+        # Final metric columns = the best epoch's validation metrics (what selection uses).
+        for key, value in tracker.best.items():
+            if key.startswith(("val_", "valmask_")) and _finite(value):
+                row[key] = float(value)
+        for metric, _mode in ctx.objectives:
+            row[f"best_{metric}"] = tracker.best.get(metric, float("nan"))
+        row["objective"] = tracker.best.get("objective", float("nan"))
+        row["best_epoch"] = tracker.best.get("epoch")
+    row.update(extra)
+    return row
+
+
+def run_worker(worker_config: dict) -> None:
+    """Train one config in this process (a Ray Train worker, or the Tune trial itself).
+
+    Every rank calls train_loop; rank 0 writes the provisional rows, persists the best checkpoint
+    and writes the completed row.
+    """
+    import ray
+
+    from affectune.train import CHECKPOINT_FILE, distributed_info, train_loop
+
+    ctx: TrialContext = worker_config["ctx"]
+    config, params, trial_id = worker_config["config"], worker_config["params"], worker_config["trial_id"]
+    started, attempts = worker_config["started"], worker_config["attempts"]
+    dataset = ray.get(worker_config["dataset_ref"][0])
+    if ctx.phase == "search" and set(dataset.splits) - set(SEARCH_SPLITS):
+        raise RuntimeError(f"search trials must receive the validation-only view of the dataset, got splits "
+                           f"{sorted(dataset.splits)}")
+    in_train = ctx.execution == "train"
+    rank = distributed_info()[0]
+    tracker = _Tracker(ctx.objectives, worker_config["num_parameters"])
+    store = _store(ctx) if rank == 0 else None
+
+    patience, epochs = config.get("patience", 10), int(config.get("epochs", 20))
+
+    def finish() -> None:
+        """Rank 0: persist the best checkpoint and write the completed row (idempotent)."""
+        ckpt_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
+        artifact = store.put_artifact(os.path.join(local_ckpt, CHECKPOINT_FILE), ctx.study, ckpt_name,
+                                      CHECKPOINT_FILE)
+        if ctx.phase == "search":
+            store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "completed", started,
+                                              attempts, checkpoint_path=artifact))
+
+    def reporter(metrics: dict, checkpoint_dir: str | None) -> None:
+        metrics = tracker.update(metrics)
+        # Rows first: when Tune or ASHA stops the trial at this report, code after it never runs.
+        # The loop's last epoch (max epochs, or patience used up) finishes the trial here.
+        epoch, best_epoch = int(metrics["epoch"]), int(metrics.get("best_epoch") or 0)
+        last = epoch >= epochs or (patience is not None and best_epoch and epoch - best_epoch >= patience)
+        if store is not None and last and best_epoch:
+            finish()
+        elif store is not None and ctx.phase == "search":
+            store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "stopped",
+                                              started, attempts))
+        if in_train:
+            from ray.train import Checkpoint
+
+            checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            ray.train.report(metrics, checkpoint=checkpoint)  # a barrier: every rank, every epoch
+        else:
+            ray.tune.report(metrics)
+
+    local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
+    try:
+        train_loop({**config, "checkpoint_dir": local_ckpt}, reporter, dataset=dataset)
+        if rank == 0:
+            finish()  # normally already done at the last report; cheap and idempotent
+    finally:
+        if local_ckpt:
+            shutil.rmtree(local_ckpt, ignore_errors=True)
+
+
+def _train_worker_entry(worker_config: dict) -> None:
+    """Ray Train's train_loop_per_worker (module-level so it pickles by reference)."""
+    run_worker(worker_config)
+
+
+def trial_trainable(params: dict, *, ctx: TrialContext, refs: dict) -> None:
+    """The Tune function trainable: params come from the searcher (or an eval grid entry)."""
+    import ray
+
+    from affectune.search_spaces import apply_params
+
+    started = time.time()
+    tune_ctx = ray.tune.get_context()
+    trial_id = tune_ctx.get_trial_id()
+    params = dict(params)
+    eval_run = params.pop("eval_run", None)
+    if eval_run is not None:
+        eval_entry = refs["eval_runs"][eval_run]  # final evaluation: a selected config retrained with another seed
+        config = dict(eval_entry["config"], seed=int(eval_entry["seed"]))
+        params = dict(eval_entry["params"])
+        artifact_name = eval_entry["artifact_name"]
+    else:
+        config = apply_params(ctx.method, params, ctx.base_config, ctx.helpers)
+        config.setdefault("seed", ctx.seed)
+        artifact_name = trial_id
+    config["dataset"] = ctx.dataset_source
+    config["model"] = ctx.method
+    if config.get("num_threads") is None:
+        # One torch thread per logical CPU the worker holds: no oversubscription of shared cores.
+        config["num_threads"] = max(1, int(ctx.cpus_per_worker))
+
+    store = _store(ctx) if ctx.phase == "search" else None
+    previous = store.read_trial(ctx.study, trial_id) if store is not None else None
+    attempts = int(previous.get("attempts") or 0) + 1 if previous else 1
+    try:
+        num_parameters = _count_parameters(ctx, config, refs)
+        worker_config = {"ctx": ctx, "config": config, "params": params, "trial_id": trial_id,
+                         "started": started, "attempts": attempts, "num_parameters": num_parameters,
+                         "dataset_ref": refs["dataset"], "artifact_name": artifact_name}
+        if ctx.execution == "in_process":
+            run_worker(worker_config)
+        else:
+            _fit_with_ray_train(ctx, trial_id, worker_config)
+    except Exception as exc:
+        if _stopped_by_tune(exc):
+            raise  # ASHA/Tune stopped the trial: its last "stopped" row stays the final one
+        if store is not None:
+            # Keep the epochs this attempt did report (its provisional row), if any.
+            current = store.read_trial(ctx.study, trial_id) or {}
+            done = ({k: current[k] for k in ("epochs_run", "learning_curve") if k in current}
+                    if current.get("attempts") == attempts else {})
+            store.write_trial(ctx.study, _row(ctx, trial_id, params, config, None, "failed", started, attempts,
+                                              error=f"{type(exc).__name__}: {exc}\n"
+                                                    f"{traceback.format_exc(limit=8)}", **done))
+        raise
+
+
+def _stopped_by_tune(exc: BaseException) -> bool:
+    """True when `exc` is Ray Train's controller dying because Tune removed the trial's placement
+    group, i.e. the scheduler stopped the trial (not a failure of the trial itself)."""
+    import ray.exceptions
+
+    return isinstance(exc, ray.exceptions.RayActorError) and "placement group was removed" in str(exc)
+
+
+def _count_parameters(ctx: TrialContext, config: dict, refs: dict) -> int:
+    """Trainable parameters of the config's model (an invalid model config fails here, early)."""
+    from affectune.models import build_model
+
+    model = build_model(ctx.method, dict(config.get("model_config") or {}), refs["spec"])
+    return int(model.num_parameters())
+
+
+def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -> None:
+    """Build and fit a TorchTrainer; its reports reach Tune through TuneReportCallback."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {"CPU": ctx.cpus_per_worker, **ctx.resources_per_worker}
+    if ctx.gpus_per_worker:
+        resources["GPU"] = ctx.gpus_per_worker
+    metric, mode = ctx.objectives[0]
+    run_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
+    trainer = TorchTrainer(
+        train_loop_per_worker=_train_worker_entry,
+        train_loop_config=worker_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            # Named after the trial (no timestamp) so a restarted trial finds its own run directory.
+            name=f"{ctx.study}-{run_name}",
+            storage_path=f"{ctx.tune_storage.rstrip('/')}/{ctx.study}-train",
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=2),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+

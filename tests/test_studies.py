@@ -1,0 +1,192 @@
+"""Studies on Ray: Train-in-Tune with 2 workers, ASHA stops without hangs, failures, resume, test isolation.
+
+One Ray session for the module (2 logical CPUs). Run under `flock /tmp/affectune-ray.lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
+
+ray = pytest.importorskip("ray")
+
+from affectune.data import load  # noqa: E402
+from affectune.store import open_store  # noqa: E402
+from affectune.studies import StudySpec, TestSplitAccess, pareto_front, run_study, search_view, select_trials  # noqa: E402
+from affectune.studies.trial import TrialContext, run_worker  # noqa: E402
+
+DATASET = "synthetic:mosi?scale=0.03"
+BASE = {"epochs": 2, "batch_size": 16, "patience": 5, "model_config": {"hidden": 12}}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def lr_space(trial):
+    """Layers plus a learning rate that is either sensible or hopeless, so ASHA has losers to stop."""
+    trial.suggest_categorical("layers", (1, 2))
+    trial.suggest_categorical("lr", (3e-2, 1e-7))
+
+
+def failing_space(trial):
+    """Half the draws carry an invalid learning rate: those trials raise in every attempt."""
+    trial.suggest_categorical("layers", (1, 2))
+    if trial.suggest_categorical("broken", (0, 1)):
+        return {"lr": -1.0}
+    return None
+
+
+failing_space.helpers = ("broken",)  # drawn, but not a config key
+
+
+def _spec(tmp_path, name, **kw):
+    defaults = dict(name=name, method="dqf", dataset=DATASET, base_config=dict(BASE), storage=str(tmp_path / "store"),
+                    mask_seeds=(0,), eval_seeds=(0,), verbose=0, seed=3)
+    return StudySpec(**{**defaults, **kw})
+
+
+def test_search_view_hides_test_but_keeps_the_fingerprint():
+    ds = load(DATASET)
+    view = search_view(ds)
+    assert sorted(view.splits) == ["train", "valid"] and view.fingerprint == ds.fingerprint
+    with pytest.raises(TestSplitAccess, match="not visible during the search"):
+        view.splits["test"]
+
+
+def test_worker_refuses_a_dataset_with_test(ray_session):
+    ds = load(DATASET)
+    ctx = TrialContext(study="s", method="dqf", dataset_source=DATASET, fingerprint="f", code_version="c",
+                       store_root="/tmp/unused-store", base_config={}, helpers=(),
+                       objectives=(("objective", "min"),), execution="in_process", workers=1,
+                       gpus_per_worker=0, cpus_per_worker=1, resources_per_worker={}, tune_storage="/tmp", seed=0)
+    worker_config = {"ctx": ctx, "config": {"model": "dqf", "dataset": DATASET}, "params": {}, "trial_id": "t",
+                     "started": time.time(), "attempts": 1, "num_parameters": 1,
+                     "dataset_ref": [ray.put(ds)], "artifact_name": "t"}
+    with pytest.raises(RuntimeError, match="validation-only view"):
+        run_worker(worker_config)
+
+
+def test_selection_by_validation_top_k_and_pareto():
+    import pandas as pd
+
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "status": ["completed", "completed", "stopped", "failed"],
+                           "best_objective": [0.9, 0.7, 0.5, np.nan], "best_num_parameters": [10.0, 5.0, 1.0, np.nan]})
+    selected, front = select_trials(trials, (("objective", "min"),), top_k=1)
+    assert selected == ["b"]  # min among completed; stopped only when nothing completed
+    sel2, front2 = select_trials(trials, (("objective", "max"), ("num_parameters", "min")), top_k=1)
+    assert sel2 == front2 == ["a", "b"]  # a: best objective, b: fewer parameters; neither dominates
+    values = np.array([[1.0, 1.0], [2.0, 0.5], [0.5, 0.5], [2.0, 2.0]])
+    assert pareto_front(values, ["max", "min"]).tolist() == [False, True, False, False]
+
+
+def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session, tmp_path):
+    """2 Ray Train workers per trial on CPU; ASHA stops losers mid-training; no placement-group hang."""
+    spec = _spec(tmp_path, "e2e-train", search_space=lr_space, num_trials=4, max_concurrent=2,
+                 workers_per_trial=2, cpus_per_worker=0.5, execution="train", grace_period=1, reduction_factor=2,
+                 base_config={**BASE, "epochs": 3}, seed=6)
+    # TPE's seeded start-up draws for seed 6: (1, 3e-2), (2, 3e-2), (2, 1e-7), (2, 1e-7): two good
+    # trials set the rung-1 cutoff, the two hopeless ones arrive later and must be stopped there.
+    started = time.time()
+    result = run_study(spec)
+    assert time.time() - started < 400
+    trials = result.trials
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped"}
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 1 and (stopped["epochs_run"] < 3).all()  # stopped mid-training by ASHA
+    hopeless = trials[[json.loads(p)["lr"] == 1e-7 for p in trials["params"]]]
+    assert len(hopeless) == 2 and (hopeless["status"] == "stopped").all() and (hopeless["epochs_run"] < 3).all()
+    completed = trials[trials["status"] == "completed"]
+    assert len(completed) >= 1 and (completed["epochs_run"] == 3).all()
+    assert trials["node_id"].notna().all()
+    # The objective (valmask MAE, min) of the selected trial is the best among completed ones.
+    assert result.selected == [completed.sort_values("best_objective")["trial_id"].iloc[0]]
+    # Lineage on every row; the test grid for the selected config, in the store.
+    ds_fp = load(DATASET).fingerprint
+    assert (trials["fingerprint"] == ds_fp).all() and (trials["method"] == "dqf").all()
+    store = open_store(spec.storage)
+    summary = store.summary("e2e-train")
+    assert set(summary["trial_id"]) == set(result.selected)
+    assert set(summary["subset"]) == {"v", "a", "t", "av", "tv", "ta", "tav"}
+    curves = store.curves("e2e-train")
+    assert set(curves["split"]) == {"test"} and (curves["fingerprint"] == ds_fp).all()
+    # The search never reported anything about test: no metric key in any learning curve mentions it.
+    keys = {k for curve in trials["learning_curve"] for epoch in json.loads(curve) for k in epoch}
+    assert keys and not [k for k in keys if "test" in k]
+    assert not [c for c in trials.columns if "test" in c]
+    assert store.trials("e2e-train")["selected"].sum() == 1
+
+
+def test_failing_trials_are_retried_then_recorded_and_concurrent_rows_are_not_lost(ray_session, tmp_path):
+    spec = _spec(tmp_path, "failing", search_space=failing_space, num_trials=6, max_concurrent=4,
+                 cpus_per_worker=0.5, max_failures=1, use_asha=False, base_config={**BASE, "epochs": 1},
+                 objectives=(("valmask_mae", "min"), ("num_parameters", "min")))
+    result = run_study(spec)
+    trials = result.trials
+    assert len(trials) == 6 and trials["trial_id"].is_unique  # 4 concurrent writers lost nothing
+    broken = trials[[json.loads(p).get("broken") == 1 for p in trials["params"]]]
+    fine = trials.drop(broken.index)
+    assert len(broken) >= 1 and len(fine) >= 1
+    assert (broken["status"] == "failed").all()
+    assert (broken["attempts"] == 2).all()  # one retry (max_failures=1), then recorded as failed
+    assert broken["error"].str.contains("lr must be > 0").all()
+    assert (fine["status"] == "completed").all()
+    # multi-objective: the selected set is the Pareto set of the completed trials, on validation values
+    vals = fine[["best_valmask_mae", "best_num_parameters"]].to_numpy(dtype=float)
+    expect = sorted(fine["trial_id"][pareto_front(vals, ["min", "min"])])
+    assert result.selected == expect
+    assert sorted(open_store(spec.storage).trials("failing").query("pareto")["trial_id"]) == expect
+
+
+RESUME_SCRIPT = """
+import json, sys
+from affectune.studies import StudySpec, run_study
+spec = StudySpec(**json.loads(sys.argv[1]))
+run_study(spec, address=sys.argv[2])
+"""
+
+
+def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_session, tmp_path):
+    kwargs = dict(name="resumable", method="dqf", dataset=DATASET, search_space="paper", num_trials=4,
+                  max_concurrent=1, base_config={**BASE, "epochs": 1}, storage=str(tmp_path / "store"),
+                  mask_seeds=[0], eval_seeds=[0], verbose=0, seed=1, use_asha=False)
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, json.dumps(kwargs), ray_session],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    store = open_store(kwargs["storage"])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        done = store.trials("resumable")
+        if (done["status"] == "completed").sum() >= 2 if len(done) else False:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGINT)  # Tune saves its state and stops
+    out = proc.communicate(timeout=120)[0]
+    before = store.trials("resumable")
+    finished = before[before["status"] == "completed"]
+    assert 2 <= len(finished) < 4, out[-3000:]
+
+    result = run_study(StudySpec(**kwargs), resume=True)
+    after = result.trials
+    assert len(after) == 4 and after["trial_id"].is_unique  # full count, no duplicates
+    assert (after["status"] == "completed").all()
+    for t in finished["trial_id"]:  # finished trials were not run again: same attempt, same wall time
+        row = after.set_index("trial_id").loc[t]
+        assert row["attempts"] == 1 and row["wall_time_s"] == finished.set_index("trial_id").loc[t, "wall_time_s"]
+    assert len(result.selected) == 1 and not result.interrupted
