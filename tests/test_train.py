@@ -89,7 +89,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(dataset, tmp_p
 
 
 def test_same_seed_same_run_other_seed_differs(dataset, tmp_path):
-    strip = lambda h: [{k: v for k, v in e.items() if not k.endswith("time_s")} for e in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if not k.endswith(("time_s", "cpu_s"))} for e in h]  # noqa: E731
     a = run(dataset, tmp_path / "a", model="dqf", model_config={"hidden": 16, "layers": 1, "heads": 2})
     b = run(dataset, tmp_path / "b", model="dqf", model_config={"hidden": 16, "layers": 1, "heads": 2})
     c = run(dataset, tmp_path / "c", model="dqf", model_config={"hidden": 16, "layers": 1, "heads": 2}, seed=1)

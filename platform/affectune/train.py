@@ -418,7 +418,7 @@ def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Datas
     best: float | None = None
     best_epoch, best_metrics, since_best, stopped_early = 0, {}, 0, False
     for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter()
+        epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
         model.train()
         batches.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
@@ -436,7 +436,7 @@ def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Datas
                 if v.ndim == 0:
                     sums[k] = sums.get(k, 0.0) + v.detach() * batch.size
             seen += batch.size
-        train_time = time.perf_counter() - epoch_start
+        train_time, train_cpu = time.perf_counter() - epoch_start, time.process_time() - epoch_cpu
         keys = sorted(sums)
         reduced = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [seen]).float(), world).cpu()
         train = {("train_loss" if k == "loss" else f"train_{k}"): float(reduced[i] / reduced[-1])
@@ -457,8 +457,9 @@ def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Datas
         else:
             since_best += 1
         metrics.update(objective=objective, best_objective=best if best is not None else float("nan"),
-                       best_epoch=best_epoch, train_time_s=train_time,
-                       epoch_time_s=time.perf_counter() - epoch_start)
+                       best_epoch=best_epoch, train_time_s=train_time, train_cpu_s=train_cpu,
+                       epoch_time_s=time.perf_counter() - epoch_start,
+                       epoch_cpu_s=time.process_time() - epoch_cpu)
         if improved:
             best_metrics = dict(metrics)
         model.on_epoch_end(epoch, {**metrics, "valid_data": val_data, "valid_masked": val_masked})
