@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m affectune demo
+	$(PY) studies/dqf_search.py
 
 # Debian's chromium for the dashboard's browser test and PNG export (Playwright cannot download browsers here).
 browser:

@@ -147,6 +147,10 @@ def main(argv=None) -> int:
                args.repeats)
     bench_grid("dqf hidden 32, 1 layer (1 mask seed)", build_model("dqf", {"hidden": 32, "layers": 1}, dataset.spec()),
                dataset, max(1, args.repeats - 1), seeds=(0,))
+    print("\nstudies on Ray: per-trial overhead and search efficiency (benchmarks/study_overhead.py)")
+    from benchmarks import study_overhead
+
+    study_overhead.main(["--trials", "2", "--skip-search"] if args.quick else [])
     return 0
 
 

@@ -190,3 +190,60 @@ def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_sess
         row = after.set_index("trial_id").loc[t]
         assert row["attempts"] == 1 and row["wall_time_s"] == finished.set_index("trial_id").loc[t, "wall_time_s"]
     assert len(result.selected) == 1 and not result.interrupted
+
+
+# ----------------------------------------------------------------------------- no Ray needed below
+def test_dqf_spaces_paper_grid_and_wide_draws_are_valid_configs():
+    import optuna
+
+    from affectune.models import make_config
+    from affectune.search_spaces import apply_params, draw, get_space, list_spaces
+
+    assert ("dqf", "paper") in list_spaces("dqf") and ("dqf", "wide") in list_spaces("dqf")
+    paper = get_space("dqf", "paper")
+    assert sorted((p["layers"], p["heads"]) for p in paper.grid) == [(l, h) for l in (2, 4, 6) for h in (2, 4, 6)]
+    cfg = apply_params("dqf", draw(paper, {"layers": 4, "heads": 6}), {"model_config": {"hidden": 24}, "lr": 1e-3})
+    assert cfg["model_config"] == {"hidden": 24, "layers": 4, "heads": 6} and cfg["lr"] == 1e-3
+    wide = get_space("dqf", "wide")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(25):  # every draw is a valid DQF config and a valid train config
+        trial = study.ask()
+        derived = wide.define(trial) or {}
+        cfg = apply_params("dqf", {**trial.params, **derived}, {}, wide.helpers)
+        model_cfg = make_config("dqf", cfg["model_config"])
+        assert model_cfg.hidden % model_cfg.heads == 0 and "head_dim" not in cfg
+        assert 1e-4 <= cfg["lr"] <= 3e-2
+        study.tell(trial, 0.0)
+    with pytest.raises(KeyError, match="no search space 'nope'"):
+        get_space("dqf", "nope")
+
+
+def test_study_spec_checks_its_fields(tmp_path):
+    with pytest.raises(ValueError, match="name must match"):
+        StudySpec(name="a b", method="dqf")
+    with pytest.raises(ValueError, match="must not set 'seed'"):
+        StudySpec(name="a", method="dqf", base_config={"seed": 1})
+    with pytest.raises(ValueError, match="in_process' runs one worker"):
+        StudySpec(name="a", method="dqf", execution="in_process", workers_per_trial=2)
+    with pytest.raises(ValueError, match="mode must be"):
+        StudySpec(name="a", method="dqf", objectives=[("val_mae", "lowest")])
+    assert StudySpec(name="a", method="dqf").resolved_execution == "in_process"
+    assert StudySpec(name="a", method="dqf", workers_per_trial=2).resolved_execution == "train"
+    assert StudySpec(name="a", method="dqf", gpus_per_worker=1).resolved_execution == "train"
+    spec = StudySpec(name="a", method="dqf", storage=str(tmp_path))
+    assert spec.tune_storage == os.path.join(str(tmp_path), "ray")
+
+
+def test_cli_flags_build_the_spec():
+    from affectune.studies.cli import build_parser, spec_from_args
+
+    parser = build_parser("dqf", ["paper", "wide"], "d", {})
+    args = parser.parse_args(["--smoke-test", "--workers-per-trial", "2", "--worker-resources", '{"node2": 1}',
+                              "--objective", "valmask_mae", "--objective", "num_parameters:min", "--samples", "500"])
+    spec = spec_from_args("dqf", args)
+    assert spec.num_trials == 3 and spec.base_config["epochs"] == 1 and spec.name == "dqf-smoke"
+    assert spec.resources_per_worker == {"node2": 1} and spec.resolved_execution == "train"
+    assert spec.objectives == (("valmask_mae", None), ("num_parameters", "min"))
+    assert spec.dataset == f"synthetic:mosi?scale={500 / (1284 + 229 + 686):.4g}"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--worker-resources", "[1]"])

@@ -48,6 +48,7 @@ def build_parser(method: str, spaces: list[str], description: str, defaults: dic
     p.add_argument("--concurrent", type=int, default=d.get("concurrent", 2), help="trials at the same time")
     p.add_argument("--hidden", type=int, default=d.get("hidden", 24), help="model hidden size (base config)")
     p.add_argument("--batch-size", type=int, default=d.get("batch_size", 32))
+    p.add_argument("--lr", type=float, default=d.get("lr", 2e-3), help="learning rate (base config)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -105,7 +106,7 @@ def spec_from_args(method: str, args) -> StudySpec:
         objectives.append((metric, mode or None))
     return StudySpec(
         name=args.name, method=method, dataset=_dataset_source(args), search_space=args.space,
-        base_config={"epochs": args.epochs, "batch_size": args.batch_size,
+        base_config={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                      "model_config": {"hidden": args.hidden}, "patience": max(2, args.epochs)},
         num_trials=args.trials, max_concurrent=args.concurrent, objectives=tuple(objectives),
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,

@@ -85,7 +85,7 @@ class ProgressLine(_progress_callback_base()):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done[trial.trial_id] = "done"
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = sum(t.status == "RUNNING" and t is not trial for t in trials)
         self._line(f"trial {trial.trial_id} ended ({len(self.done)} ended, {running} running)")
 
     def on_trial_error(self, iteration, trials, trial, **info):

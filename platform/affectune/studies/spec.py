@@ -23,7 +23,9 @@ class StudySpec:
     dataset: str = "synthetic:mosi"
     """Dataset source string (synthetic preset, "mmsa:/path/aligned_50.pkl", "merbench:/dir")."""
     search_space: str | Callable = "paper"
-    """Name of a registered space of `method`, or an Optuna define-by-run callable."""
+    """Name of a registered space of `method`, or an Optuna define-by-run callable (module-level or a
+    functools.partial of one: Tune pickles it with the searcher's state; `fn.helpers` may name
+    derivation-only params)."""
     base_config: dict = field(default_factory=dict)
     """Train config every trial starts from (affectune.train.TrainConfig keys); params override it."""
     num_trials: int = 9
