@@ -245,5 +245,10 @@ def test_cli_flags_build_the_spec():
     assert spec.resources_per_worker == {"node2": 1} and spec.resolved_execution == "train"
     assert spec.objectives == (("valmask_mae", None), ("num_parameters", "min"))
     assert spec.dataset == f"synthetic:mosi?scale={500 / (1284 + 229 + 686):.4g}"
+    # a 1-worker smoke test still goes through Ray Train; an explicit --execution is honoured
+    assert spec_from_args("dqf", parser.parse_args(["--smoke-test"])).resolved_execution == "train"
+    assert spec_from_args("dqf", parser.parse_args(["--smoke-test", "--execution", "in_process"])
+                          ).resolved_execution == "in_process"
+    assert spec_from_args("dqf", parser.parse_args([])).resolved_execution == "in_process"
     with pytest.raises(SystemExit):
         parser.parse_args(["--worker-resources", "[1]"])

@@ -8,6 +8,7 @@ silently coerced.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -93,8 +94,9 @@ class Dataset:
         s = self.splits["train"]
         return {m: int(s.features(m).shape[1]) for m in MODALITIES}
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
+        """Content hash, computed once: a dataset's arrays are not modified after validation."""
         return fingerprint(self)
 
     def spec(self) -> "DatasetSpec":

@@ -100,6 +100,8 @@ def spec_from_args(method: str, args) -> StudySpec:
             args.scale = 0.05
         if args.name == f"{method}-search":
             args.name = f"{method}-smoke"
+        if args.execution == "auto":  # the smoke test exists to exercise Ray Train, so never skip it
+            args.execution = "train"
     objectives = []
     for text in args.objective or ["objective"]:
         metric, _, mode = text.partition(":")
