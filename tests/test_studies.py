@@ -186,6 +186,9 @@ def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_sess
     after = result.trials
     assert len(after) == 4 and after["trial_id"].is_unique  # full count, no duplicates
     assert (after["status"] == "completed").all()
+    # the paper grid (9 points) is larger than the budget: every trial tried a different point,
+    # across the interruption too (the restored searcher remembers what was taken)
+    assert after["params"].map(lambda p: tuple(sorted(json.loads(p).items()))).is_unique
     for t in finished["trial_id"]:  # finished trials were not run again: same attempt, same wall time
         row = after.set_index("trial_id").loc[t]
         assert row["attempts"] == 1 and row["wall_time_s"] == finished.set_index("trial_id").loc[t, "wall_time_s"]
@@ -193,6 +196,22 @@ def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_sess
 
 
 # ----------------------------------------------------------------------------- no Ray needed below
+def test_sampler_tries_each_point_of_a_small_grid_once_and_is_tpe_otherwise():
+    import optuna
+
+    from affectune.search_spaces import get_space
+    from affectune.studies.runner import _sampler
+
+    paper, wide = get_space("dqf", "paper"), get_space("dqf", "wide")
+    spec = lambda n: StudySpec(name="s", method="dqf", num_trials=n, seed=3)  # noqa: E731
+    assert isinstance(_sampler(paper, spec(9)), optuna.samplers.BruteForceSampler)
+    assert isinstance(_sampler(paper, spec(10)), optuna.samplers.TPESampler)  # repeats unavoidable
+    assert isinstance(_sampler(wide, spec(6)), optuna.samplers.TPESampler)
+    study = optuna.create_study(sampler=_sampler(paper, spec(9)))
+    study.optimize(lambda t: paper.define(t) or float(t.params["layers"] * t.params["heads"]), n_trials=9)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 9
+
+
 def test_dqf_spaces_paper_grid_and_wide_draws_are_valid_configs():
     import optuna
 

@@ -61,7 +61,8 @@ def build_parser(method: str, spaces: list[str], description: str, defaults: dic
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--eval-seeds", type=_seeds, default=d.get("eval_seeds", (0, 1)),
                    help="train seeds of the final evaluation of the selected configs")
-    p.add_argument("--mask-seeds", type=_seeds, default=(0, 1, 2), help="mask seeds of the test grid")
+    p.add_argument("--mask-seeds", type=_seeds, default=d.get("mask_seeds", (0, 1, 2)),
+                   help="mask seeds of the test grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", default=REPO_RESULTS, help="study store root (local dir or s3://...)")
     p.add_argument("--ray-storage", default=None, help="Tune storage_path (default STORAGE/ray)")

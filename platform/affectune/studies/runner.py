@@ -3,10 +3,10 @@
     result = run_study(StudySpec(name="dqf-mosi", method="dqf", dataset="synthetic:mosi?scale=0.1"))
 
 Phases:
-1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded), ASHA stops poor
-   ones on the first objective per epoch; each trial trains with Ray Train (or inside the trial for
-   1-worker CPU trials, see StudySpec.execution) on the validation-only view of the dataset and
-   writes its own store row.
+1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded; each point once on
+   a finite grid no larger than the budget), ASHA stops poor ones on the first objective per epoch;
+   each trial trains with Ray Train (or inside the trial for 1-worker CPU trials, see
+   StudySpec.execution) on the validation-only view of the dataset and writes its own store row.
 2. selection on validation only: the top_k trials by the first objective (single objective) or
    the Pareto set (several objectives), from the store's trial rows.
 3. final evaluation: each selected config is trained with every eval seed (the search run is reused
@@ -130,6 +130,17 @@ def _resolve_objectives(spec: StudySpec, dataset) -> tuple[tuple[str, str], ...]
     return tuple(out)
 
 
+def _sampler(space, spec: StudySpec):
+    """TPE (seeded), except on a finite grid no larger than the budget: there TPE's random start-up
+    draws repeat grid points, and a repeated config with the same seed is an identical, wasted trial,
+    so every point is tried once, in a seeded random order (running trials count as taken)."""
+    import optuna
+
+    if space.grid and spec.num_trials <= len(space.grid):
+        return optuna.samplers.BruteForceSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
 def _space(spec: StudySpec):
     from affectune.search_spaces import SearchSpace, get_space
 
@@ -202,7 +213,7 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
         space=space.define,
         metric=[f"best_{m}" for m, _ in objectives] if spec.multi_objective else f"best_{first_metric}",
         mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,
-        seed=spec.seed,
+        sampler=_sampler(space, spec),
     )
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric=first_metric, mode=first_mode,
                                max_t=max(epochs, 1), grace_period=min(spec.grace_period, epochs),
@@ -221,7 +232,10 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
     else:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
-            max_concurrent_trials=spec.max_concurrent), run_config=run_config)
+            max_concurrent_trials=spec.max_concurrent,
+            # A reused actor waits for a stopped trial's training thread to exit; a killed one
+            # tears the process down mid-epoch (torch aborts at interpreter exit).
+            reuse_actors=True), run_config=run_config)
     grid = tuner.fit()
     search_wall = time.time() - started
     finished = grid.num_terminated + grid.num_errors
