@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
 
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402  (after the environment above: Ray reads it at import)
 
 from affectune.data import load  # noqa: E402
 from affectune.store import open_store  # noqa: E402

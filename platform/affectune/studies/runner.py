@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,7 +138,9 @@ def _sampler(space, spec: StudySpec):
     import optuna
 
     if space.grid and spec.num_trials <= len(space.grid):
-        return optuna.samplers.BruteForceSampler(seed=spec.seed)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.1; its behaviour is what we test
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.BruteForceSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed)
 
 
