@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# each run is a new study in results/ (compare them in `make dashboard`)
 demo: setup
-	$(PY) studies/dqf_search.py
+	$(PY) studies/dqf_search.py --name dqf-demo-$$(date +%Y%m%d-%H%M%S)
 
 # Debian's chromium for the dashboard's browser test and PNG export (Playwright cannot download browsers here).
 browser:

@@ -271,3 +271,18 @@ def test_cli_flags_build_the_spec():
     assert spec_from_args("dqf", parser.parse_args([])).resolved_execution == "in_process"
     with pytest.raises(SystemExit):
         parser.parse_args(["--worker-resources", "[1]"])
+
+
+def test_a_second_run_of_an_existing_study_is_refused_before_ray_starts(tmp_path, capsys):
+    from affectune.studies.cli import study_main
+
+    store = open_store(str(tmp_path))
+    store.write_trial("taken", {"trial_id": "t1", "status": "completed", "params": {}, "config": {},
+                                "seed": 0, "epochs_run": 1, "wall_time_s": 1.0, "num_parameters": 1,
+                                "method": "dqf", "dataset": DATASET, "fingerprint": "fp",
+                                "code_version": "0"})
+    with pytest.raises(SystemExit) as exc:
+        study_main("dqf", ["paper"], "d", argv=["--name", "taken", "--storage", str(tmp_path),
+                                                "--dataset", DATASET])
+    assert "already has 1 trials" in str(exc.value) and "--resume" in str(exc.value)
+    assert len(open_store(str(tmp_path)).trials("taken")) == 1  # nothing overwritten

@@ -151,11 +151,14 @@ def format_result(result, spec: StudySpec) -> str:
 
 def study_main(method: str, spaces: list[str], description: str, argv=None, defaults: dict | None = None):
     """Parse flags, run the study, print the summary; returns the StudyResult."""
-    from affectune.studies.runner import run_study
+    from affectune.studies.runner import StudyExists, run_study
 
     args = build_parser(method, spaces, description, defaults or {}).parse_args(argv)
     spec = spec_from_args(method, args)
-    result = run_study(spec, address=args.address, resume=args.resume)
+    try:
+        result = run_study(spec, address=args.address, resume=args.resume)
+    except StudyExists as exc:
+        raise SystemExit(f"error: {exc}") from None
     if result.interrupted:
         print(f"interrupted: run again with --resume --name {spec.name} to finish the study", flush=True)
     else:

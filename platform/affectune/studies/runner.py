@@ -59,6 +59,10 @@ class StudyResult:
     """True when the search was interrupted before all trials ended (resume it)."""
 
 
+class StudyExists(RuntimeError):
+    """A study of that name already has trials in the store and resume was not asked for."""
+
+
 # --------------------------------------------------------------------------- progress
 def _progress_callback_base():
     from ray.tune import Callback
@@ -173,12 +177,12 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
     from affectune.data import load
     from affectune.store import open_store
 
-    init_ray(address)
     store = open_store(spec.storage)
     existing = store.trials(spec.name)
-    if len(existing) and not resume:
-        raise RuntimeError(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
-                           "pass resume=True (--resume) to continue it, or choose another name")
+    if len(existing) and not resume:  # checked before Ray starts: nothing is overwritten
+        raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
+                          "pass resume=True (--resume) to continue it, or choose another name (--name)")
+    init_ray(address)
 
     dataset = load(spec.dataset)  # the driver loads once; trials get a reference
     fingerprint = dataset.fingerprint
