@@ -239,10 +239,7 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
     else:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
-            max_concurrent_trials=spec.max_concurrent,
-            # A reused actor waits for a stopped trial's training thread to exit; a killed one
-            # tears the process down mid-epoch (torch aborts at interpreter exit).
-            reuse_actors=True), run_config=run_config)
+            max_concurrent_trials=spec.max_concurrent), run_config=run_config)
     grid = tuner.fit()
     search_wall = time.time() - started
     finished = grid.num_terminated + grid.num_errors
