@@ -14,6 +14,7 @@ is not in the object they get, and asking for it raises `TestSplitAccess`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -237,6 +238,13 @@ def trial_trainable(params: dict, *, ctx: TrialContext, refs: dict) -> None:
 
     store = _store(ctx) if ctx.phase == "search" else None
     previous = store.read_trial(ctx.study, trial_id) if store is not None else None
+    if previous and previous.get("status") == "completed" and previous.get("checkpoint_path"):
+        # The trial finished training and persisted its row and checkpoint, but the driver stopped
+        # before Tune registered the end: give Tune the stored last epoch instead of training again,
+        # so a resumed study repeats no finished work.
+        curve = previous["learning_curve"]
+        ray.tune.report(dict((json.loads(curve) if isinstance(curve, str) else curve)[-1]))
+        return
     attempts = int(previous.get("attempts") or 0) + 1 if previous else 1
     try:
         num_parameters = _count_parameters(ctx, config, refs)
