@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from affectune import MODALITIES
-from affectune.data.options import format_options, parse_options
+from affectune.data.options import format_options, resolve_path_source
 from affectune.data.schema import Dataset, DatasetError, Split
 
 LABEL_FILE = "label.npz"
@@ -71,11 +71,7 @@ class MERBenchOptions:
 
 
 def resolve(target: str, raw: dict[str, str]) -> tuple[Path, MERBenchOptions]:
-    if not target:
-        raise DatasetError("merbench: needs a directory, e.g. merbench:/data/mer2023",
-                           field="source")
-    path = Path(target).expanduser().resolve()
-    return path, parse_options(MERBenchOptions, raw, where=str(path))
+    return resolve_path_source("merbench", target, raw, MERBenchOptions, example="/data/mer2023")
 
 
 def canonical(path: Path, opts: MERBenchOptions) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectune.data.options import format_options, parse_options
+from affectune.data.options import format_options, resolve_path_source
 from affectune.data.safe_pickle import safe_load
 from affectune.data.schema import MASK_ID, UNK_ID, Dataset, DatasetError, Split
 
@@ -62,11 +62,7 @@ class MMSAOptions:
 
 
 def resolve(target: str, raw: dict[str, str]) -> tuple[Path, MMSAOptions]:
-    if not target:
-        raise DatasetError("mmsa: needs a path, e.g. mmsa:/data/MOSI/aligned_50.pkl",
-                           field="source")
-    path = Path(target).expanduser().resolve()
-    return path, parse_options(MMSAOptions, raw, where=str(path))
+    return resolve_path_source("mmsa", target, raw, MMSAOptions, example="/data/MOSI/aligned_50.pkl")
 
 
 def canonical(path: Path, opts: MMSAOptions) -> str:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 from affectune.data.schema import DatasetError
@@ -85,6 +86,14 @@ def _convert(key: str, raw: str, kind: type, where: str):
     except ValueError as e:
         raise DatasetError(f"option {key}={raw!r} is not a valid {kind.__name__} ({e})",
                            file=where, field=key) from None
+
+
+def resolve_path_source(scheme: str, target: str, raw: dict[str, str], cls, *, example: str):
+    """(absolute path, options of `cls`) for a file or directory source such as `mmsa:<path>`."""
+    if not target:
+        raise DatasetError(f"{scheme}: needs a path, e.g. {scheme}:{example}", field="source")
+    path = Path(target).expanduser().resolve()
+    return path, parse_options(cls, raw, where=str(path))
 
 
 def parse_options(cls, raw: dict[str, str], *, where: str, fixed: dict | None = None,
