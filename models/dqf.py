@@ -41,7 +41,8 @@ from affectune import MODALITIES, SHORT
 from affectune.batch import Batch
 from affectune.data.schema import DatasetSpec
 from affectune.models._registry import register
-from affectune.models.base import MERModel, ModelConfig
+from affectune.models.base import MERModel, ModelConfig, TrainViews
+from affectune.search_spaces import grid_space, register_space
 from affectune.models.layers import (
     CrossAttentionBlock, MultiHeadAttention, ResidualSelfAttention, SinusoidalPositionalEncoding,
     TaskHead, TemporalConv, TransformerEncoderLayer, fit_to_length, masked_mean,
@@ -202,15 +203,15 @@ class DQF(MERModel):
         self.head = TaskHead(len(AUX_KEYS) * d, spec, d, c.dropout)  # on unimodal+bimodal+trimodal
 
     # -- training policy and losses ---------------------------------------------------------------
-    def train_policy(self, batch: Batch, generator: torch.Generator) -> list[Batch]:
+    def train_policy(self, batch: Batch, generator: torch.Generator) -> TrainViews:
         from affectune import missing  # DQF trains only on masked inputs (sec. 3.1)
 
-        return [missing.uniform_ratio(batch, generator)]
+        return TrainViews(batch, {"masked": missing.uniform_ratio(batch, generator)})
 
-    def training_losses(self, batch: Batch, views: list[Batch]) -> dict[str, torch.Tensor]:
+    def training_losses(self, views: TrainViews, step: int = 0) -> dict[str, torch.Tensor]:
         """Eq. 1 on each view, averaged over views: loss = task + aux_weight * sum of 7 aux losses."""
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("loss", "task", *(f"aux_{k}" for k in AUX_KEYS))}
-        for view in views:
+        for view in views.trained().values():
             out = self(view)
             task = self.task_loss(out["pred"], view.label)
             aux = {k: self.task_loss(out["aux"][k], view.label) for k in AUX_KEYS}
@@ -248,3 +249,37 @@ class DQF(MERModel):
         aux = {k: self.aux_heads[k](feats[k]) for k in AUX_KEYS}
         pred = self.head(torch.cat([feats[k] for k in AUX_KEYS], -1))  # (B,) or (B, C)
         return {"pred": pred, "aux": aux}
+
+
+# ----------------------------------------------------------------------------- presets and spaces
+
+DQF.presets = {
+    # Sec. 4.2: momentum SGD, lr 1e-5, batch 64, 100 epochs, 6 layers, 4 heads.
+    "paper": {"optimizer": "sgd", "momentum": 0.9, "lr": 1e-5, "batch_size": 64, "epochs": 100,
+              "model_config": {"layers": 6, "heads": 4}},
+}
+DQF.study_defaults = {
+    # a few minutes on 2 cores: a narrow model (24 is divisible by every head count searched)
+    "epochs": 6, "batch_size": 32, "lr": 2e-3, "model_config": {"hidden": 24},
+}
+
+TABLE5_PAIRS = ((2, 2), (2, 4), (4, 4), (6, 4), (6, 6))
+"""(layers, heads) pairs of the paper's Table 5."""
+
+grid_space("dqf", "paper", [{"layers": l, "heads": h} for l, h in TABLE5_PAIRS],
+           description="DQF Table 5: (layers, heads) in 2/2, 2/4, 4/4, 6/4, 6/6")
+grid_space("dqf", "grid", [{"layers": l, "heads": h} for l in (2, 4, 6) for h in (2, 4, 6)],
+           description="layers in {2,4,6} x heads in {2,4,6} (a superset of Table 5)")
+
+
+@register_space("dqf", "wide", description="layers, heads, head width, lr, dropout, aux-loss weight",
+                helpers=("head_dim",))
+def dqf_wide(trial) -> dict:
+    trial.suggest_int("layers", low=1, high=6)
+    heads = trial.suggest_categorical("heads", (2, 4, 6))
+    # hidden = heads * head_dim: every drawn combination is valid (hidden % heads == 0).
+    head_dim = trial.suggest_categorical("head_dim", (4, 8, 16))
+    trial.suggest_float("lr", low=1e-4, high=3e-2, log=True)
+    trial.suggest_float("dropout", low=0.0, high=0.5)
+    trial.suggest_float("aux_weight", low=0.0, high=2.0)
+    return {"hidden": heads * head_dim}

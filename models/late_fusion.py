@@ -26,7 +26,7 @@ from affectune import MODALITIES
 from affectune.batch import Batch
 from affectune.data.schema import DatasetSpec
 from affectune.models._registry import register
-from affectune.models.base import TRAIN_MISSING, MERModel, ModelConfig, baseline_train_views
+from affectune.models.base import TRAIN_MISSING, MERModel, ModelConfig, TrainViews, baseline_train_views
 from affectune.models.layers import TaskHead, TemporalConv, masked_mean
 
 
@@ -84,7 +84,7 @@ class LateFusion(MERModel):
         self.heads = nn.ModuleDict({m: TaskHead(d, spec, d, c.dropout) for m in MODALITIES})
         self.fusion_logits = nn.Parameter(torch.zeros(len(MODALITIES))) if c.fusion == "learned" else None
 
-    def train_policy(self, batch: Batch, generator: torch.Generator) -> list[Batch]:
+    def train_policy(self, batch: Batch, generator: torch.Generator) -> TrainViews:
         return baseline_train_views(self.config.train_missing, batch, generator)
 
     def forward(self, batch: Batch) -> dict:

@@ -26,7 +26,7 @@ from affectune import MODALITIES
 from affectune.batch import Batch
 from affectune.data.schema import DatasetSpec
 from affectune.models._registry import register
-from affectune.models.base import TRAIN_MISSING, MERModel, ModelConfig, baseline_train_views
+from affectune.models.base import TRAIN_MISSING, MERModel, ModelConfig, TrainViews, baseline_train_views
 from affectune.models.layers import (
     CrossAttentionBlock, SinusoidalPositionalEncoding, TaskHead, TemporalConv, TransformerEncoder,
     pool, zero_padding,
@@ -106,7 +106,7 @@ class MulT(MERModel):
                                                               c.ff_mult, norm_first=True) for m in MODALITIES})
         self.head = TaskHead(6 * d, spec, 6 * d, c.dropout)
 
-    def train_policy(self, batch: Batch, generator: torch.Generator) -> list[Batch]:
+    def train_policy(self, batch: Batch, generator: torch.Generator) -> TrainViews:
         return baseline_train_views(self.config.train_missing, batch, generator)
 
     def forward(self, batch: Batch) -> dict:

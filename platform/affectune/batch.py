@@ -14,7 +14,10 @@ from affectune import MODALITIES
 class Batch:
     """B samples. Features are already filled (zero or gaussian) where frames are missing.
 
-    A model's `forward` may use the features, `valid` (padding) masks and tokens only.
+    A model's `forward` may use the features, `valid` (padding) masks, tokens and `available`.
+    `available` (B, 3) says, per sample and modality (MODALITIES order), whether the modality is
+    present at all: False only where it is absent as a whole (a train policy dropped it, a test
+    cell at rate 1.0, an inter-modality condition), which a deployed system knows too.
     `dropped` records which frames the train-time missing policy removed; it is there for
     losses that need it (e.g. reconstruction on masked positions) and is all-False at test time
     so no model can peek at the evaluation masks.
@@ -28,6 +31,12 @@ class Batch:
     label: torch.Tensor  # (B,) float32 for regression, int64 for classification
     index: torch.Tensor  # (B,) int64 row of each sample in its split
     tokens: torch.Tensor | None = None  # (B, Tt) int64 token ids, or None
+    available: torch.Tensor | None = None  # (B, 3) bool, MODALITIES order; None = all True
+
+    def __post_init__(self):
+        if self.available is None:
+            self.available = torch.ones(self.text.shape[0], len(MODALITIES), dtype=torch.bool,
+                                        device=self.text.device)
 
     def features(self, modality: str) -> torch.Tensor:
         return getattr(self, modality)
@@ -50,9 +59,10 @@ class Batch:
             valid={m: mv(v) for m, v in self.valid.items()},
             dropped={m: mv(v) for m, v in self.dropped.items()},
             label=mv(self.label), index=mv(self.index), tokens=mv(self.tokens),
+            available=mv(self.available),
         )
 
+    def is_available(self, modality: str) -> torch.Tensor:
+        """(B,) bool: the modality is present (not absent as a whole) for each sample."""
+        return self.available[:, MODALITIES.index(modality)]
 
-def modality_dict(fn) -> dict[str, torch.Tensor]:
-    """{modality: fn(modality)} in canonical order."""
-    return {m: fn(m) for m in MODALITIES}

@@ -110,10 +110,12 @@ def robustness(
     cache: dict[tuple, dict[str, float]] = {}
 
     def metrics_of(key: tuple, make_dropped, fill: str, seed: int) -> dict[str, float]:
-        """Metrics of one distinct input, computed on first use."""
+        """Metrics of one distinct input, computed on first use. Modalities whose mask key is "all"
+        are absent as a whole, which the batch's `available` flags say (frame masks stay hidden)."""
         if key not in cache:
             dropped = make_dropped()
-            inputs = masked_copy(data, dropped, fill=fill, seed=seed) if dropped else data
+            absent = tuple(m for m, k in zip(MODALITIES, key[-1]) if k == "all") if key != ("complete",) else ()
+            inputs = masked_copy(data, dropped, fill=fill, seed=seed, absent=absent) if dropped else data
             pred = predict_split(model, inputs, batch_size)
             cache[key] = score(task, data, pred, num_classes)
         return cache[key]

@@ -34,6 +34,7 @@ class TensorSplit:
     ids: np.ndarray  # (N,) str, the mask keys
     lengths: dict[str, np.ndarray]  # modality -> (N,) int64 (numpy: the mask functions want it)
     tokens: torch.Tensor | None = None  # (N, Tt) int64 or None
+    available: torch.Tensor | None = None  # (N, 3) bool modality-level presence; None = all present
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -67,10 +68,12 @@ class TensorSplit:
         lengths = {m: np.asarray(split.lengths[m], dtype=np.int64) for m in MODALITIES}
         return cls(features, valid, label, np.asarray(split.ids), lengths, tokens)
 
-    def with_features(self, features: dict[str, torch.Tensor], tokens: torch.Tensor | None = None) -> "TensorSplit":
-        """The same samples with some modalities' features (and optionally tokens) replaced."""
+    def with_features(self, features: dict[str, torch.Tensor], tokens: torch.Tensor | None = None,
+                      available: torch.Tensor | None = None) -> "TensorSplit":
+        """The same samples with some modalities' features (and optionally tokens, availability) replaced."""
         return TensorSplit({**self.features, **features}, self.valid, self.label, self.ids,
-                           self.lengths, self.tokens if tokens is None else tokens)
+                           self.lengths, self.tokens if tokens is None else tokens,
+                           self.available if available is None else available)
 
     def batch(self, index: torch.Tensor | slice) -> Batch:
         """Rows `index` ((B,) int64 tensor on this split's device, or a slice: a copy-free view)."""
@@ -87,6 +90,7 @@ class TensorSplit:
             dropped={m: torch.zeros_like(v) for m, v in valid.items()},
             label=take(self.label), index=rows,
             tokens=None if self.tokens is None else take(self.tokens),
+            available=None if self.available is None else take(self.available),
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
@@ -141,16 +145,18 @@ class EpochBatches:
 
 
 def masked_copy(data: TensorSplit, dropped: dict[str, torch.Tensor], *, fill: str = "zero",
-                seed: int = 0) -> TensorSplit:
+                seed: int = 0, absent: tuple[str, ...] = ()) -> TensorSplit:
     """`data` with the given (N, T_m) frames removed and filled, for a fixed evaluation set.
 
     The whole split is filled in one call (so gaussian noise is a function of the seed and the
     split, identical for every method); modalities absent from `dropped` share the original
     tensors. The masks are not recorded in `dropped` of the batches it yields: at evaluation time
-    a model must not see where frames were removed.
+    a model must not see where frames were removed. Modalities in `absent` (removed as a whole)
+    are marked in `available`, which a model may read.
     """
     from affectune.missing import apply_dropped  # the protocol owns filling and token masking
 
     whole = data.batch(slice(None))
-    filled = apply_dropped(whole, dropped, fill=fill, seed=seed, record=False)
-    return data.with_features({m: filled.features(m) for m in dropped}, tokens=filled.tokens)
+    filled = apply_dropped(whole, dropped, fill=fill, seed=seed, record=False, absent=absent)
+    return data.with_features({m: filled.features(m) for m in dropped}, tokens=filled.tokens,
+                              available=filled.available if absent else None)

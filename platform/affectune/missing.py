@@ -254,6 +254,7 @@ def apply_dropped(
     seed: int = 0,
     record: bool = True,
     mask_tokens: bool = True,
+    absent: Sequence[str] | torch.Tensor = (),
 ) -> Batch:
     """A new Batch with the given (B, T_m) frames removed for each modality in `dropped`.
 
@@ -261,6 +262,9 @@ def apply_dropped(
     features filled. With `record=False` (test time) the batch's `dropped` masks are left as they
     were, so a model cannot see the evaluation masks. With `mask_tokens`, dropped text positions
     get UNK_ID in `tokens` (a missing word must not leak through its id; CIDer's [UNK] vector).
+    `absent` marks modalities absent as a whole in `Batch.available`: modality names (every
+    sample) or a (B, 3) bool tensor (True = absent), whatever `record` says, because a model may
+    legitimately know that a modality is missing entirely (not which frames are).
     """
     unknown = set(dropped) - set(MODALITIES)
     if unknown:
@@ -281,7 +285,26 @@ def apply_dropped(
         new_dropped[m] = total
     if record:
         changes["dropped"] = new_dropped
+    gone = _absent_matrix(absent, batch)
+    if gone is not None:
+        changes["available"] = batch.available & ~gone
     return batch.replace(**changes)
+
+
+def _absent_matrix(absent: Sequence[str] | torch.Tensor, batch: Batch) -> torch.Tensor | None:
+    """(B, 3) bool "absent as a whole" from modality names or a (B, 3) tensor; None if nothing is."""
+    if isinstance(absent, torch.Tensor):
+        if tuple(absent.shape) != (batch.size, len(MODALITIES)):
+            raise ValueError(f"absent must have shape ({batch.size}, {len(MODALITIES)}), got {tuple(absent.shape)}")
+        return absent.to(device=batch.available.device, dtype=torch.bool)
+    names = set(absent)
+    if not names:
+        return None
+    unknown = names - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities in absent: {sorted(unknown)}")
+    row = torch.tensor([m in names for m in MODALITIES], dtype=torch.bool, device=batch.available.device)
+    return row.expand(batch.size, -1)
 
 
 # ----------------------------------------------------------------------------- train-time policies
@@ -367,7 +390,7 @@ def drop_modalities(batch: Batch, available: torch.Tensor) -> Batch:
     for k, m in enumerate(MODALITIES):
         valid = batch.valid[m]  # (B, T_m)
         dropped[m] = valid & ~available[:, k].to(valid.device)[:, None]
-    return apply_dropped(batch, dropped)
+    return apply_dropped(batch, dropped, absent=~available)
 
 
 def combination_matrix(index: torch.Tensor) -> torch.Tensor:
@@ -401,13 +424,13 @@ def combination_sampling(
 
 
 def combination_index(batch: Batch) -> torch.Tensor:
-    """(B,) long id of each sample's available combination, from its present frames.
+    """(B,) long id of each sample's available combination, from `Batch.available`.
 
-    A modality counts as available if any of its frames is present. A sample with nothing present
-    (all wholly missing or empty) maps to the full set: its inputs are all fill values anyway and
-    the full-set branch is the one every method trains most; it never raises.
+    Reads the modality-level flags only (never frames or fill values), so it is legitimate at
+    prediction time and identical under zero and gaussian fill. A sample with nothing available
+    maps to the full set (its inputs are all fill values anyway); it never raises.
     """
-    avail = torch.stack([batch.present(m).any(dim=1) for m in MODALITIES], dim=1)  # (B, 3)
+    avail = batch.available  # (B, 3)
     # Encode availability as bits and look each code up: code -> combination id.
     code = (avail.long() * _BIT_WEIGHTS.to(avail.device)).sum(dim=1)  # (B,) in [0, 8)
     return _CODE_TO_COMBINATION.to(avail.device)[code]
@@ -436,11 +459,3 @@ def two_views(batch: Batch, generator: torch.Generator, max_frame_rate: float = 
         views.append(_frame_drop(view, gen, rates))
     return views[0], views[1]
 
-
-POLICIES = {
-    "none": lambda batch, generator: batch,
-    "uniform_ratio": uniform_ratio,
-    "rmfm": rmfm,
-    "random_rate": random_rate,
-}
-"""Policies callable as policy(batch, generator) -> Batch with default arguments, by name."""

@@ -1,4 +1,7 @@
-"""Search spaces per method, as Optuna define-by-run functions, registered by (method, name).
+"""Search-space machinery: Optuna define-by-run functions registered by (method, name).
+
+The spaces themselves live in each method's model file (`models/<method>.py`), next to the
+method's config and presets; this module never names a method.
 
 A space is a function `define(trial) -> dict | None` that calls `trial.suggest_*` (Optuna's API) and
 may return derived constants (e.g. `hidden = heads * head_dim`, so a conditional dimension never
@@ -61,7 +64,15 @@ def register_space(method: str, name: str, *, description: str = "", grid: list[
     return wrap
 
 
+def _load_methods() -> None:
+    """Spaces register when their model files are imported; importing the package loads them all."""
+    import importlib
+
+    importlib.import_module("affectune.models")
+
+
 def get_space(method: str, name: str) -> SearchSpace:
+    _load_methods()
     try:
         return _SPACES[(method, name)]
     except KeyError:
@@ -70,20 +81,15 @@ def get_space(method: str, name: str) -> SearchSpace:
 
 
 def list_spaces(method: str | None = None) -> list[tuple[str, str]]:
+    _load_methods()
     return sorted(k for k in _SPACES if method is None or k[0] == method)
 
 
 def _model_fields(method: str) -> set[str]:
-    from affectune.models import _registry
+    _load_methods()
+    from affectune.models import model_class
 
-    try:
-        return {f.name for f in dataclasses.fields(_registry.model_class(method).config_class)}
-    except KeyError:
-        # Importing affectune.models registers the models; do it lazily (no import side effects).
-        import importlib
-
-        importlib.import_module("affectune.models")
-        return {f.name for f in dataclasses.fields(_registry.model_class(method).config_class)}
+    return {f.name for f in dataclasses.fields(model_class(method).config_class)}
 
 
 def apply_params(method: str, params: dict, base_config: dict, helpers: tuple[str, ...] = ()) -> dict:
@@ -103,6 +109,34 @@ def apply_params(method: str, params: dict, base_config: dict, helpers: tuple[st
             config[key] = value
     config["model_config"] = model_config
     return config
+
+
+GRID_PARAM = "grid_point"
+"""The helper dimension of a `grid_space`: the label of the drawn point."""
+
+
+def _point_label(point: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items())
+
+
+def grid_space(method: str, name: str, points: list[dict], *, description: str = "") -> SearchSpace:
+    """Register a finite space given by its points only (written once, e.g. DQF's Table 5 pairs).
+
+    The define-by-run function draws one point label (a helper dimension) and returns the point's
+    values as derived constants, so a grid need not be a Cartesian product."""
+    points = [dict(p) for p in points]
+    labels = [_point_label(p) for p in points]
+    if not points or len(set(labels)) != len(labels):
+        raise ValueError(f"grid space {name!r} of {method!r}: points must be distinct and non-empty")
+    by_label = dict(zip(labels, points))
+
+    def define(trial) -> dict:
+        return dict(by_label[trial.suggest_categorical(GRID_PARAM, labels)])
+
+    define.__name__ = f"{method}_{name}_grid"
+    register_space(method, name, description=description, grid=[{GRID_PARAM: lb} for lb in labels],
+                   helpers=(GRID_PARAM,))(define)
+    return _SPACES[(method, name)]
 
 
 class FixedTrial:
@@ -125,30 +159,3 @@ def draw(space: SearchSpace, values: dict) -> dict:
     trial = FixedTrial(values)
     derived = space.define(trial) or {}
     return {**trial.params, **derived}
-
-
-# --------------------------------------------------------------------------- DQF spaces
-PAPER_LAYERS = (2, 4, 6)
-PAPER_HEADS = (2, 4, 6)
-
-
-@register_space("dqf", "paper", description="DQF Table 5: layers in {2,4,6} x heads in {2,4,6}",
-                grid=[{"layers": l, "heads": h} for l, h in itertools.product(PAPER_LAYERS, PAPER_HEADS)])
-def dqf_paper(trial) -> None:
-    trial.suggest_categorical("layers", PAPER_LAYERS)
-    trial.suggest_categorical("heads", PAPER_HEADS)
-    # hidden stays the base config's: it must be divisible by every head count (12, 24, 48, ...).
-    return None
-
-
-@register_space("dqf", "wide", description="layers, heads, head width, lr, dropout, aux-loss weight",
-                helpers=("head_dim",))
-def dqf_wide(trial) -> dict:
-    trial.suggest_int("layers", low=1, high=6)
-    heads = trial.suggest_categorical("heads", (2, 4, 6))
-    # hidden = heads * head_dim: every drawn combination is valid (hidden % heads == 0).
-    head_dim = trial.suggest_categorical("head_dim", (4, 8, 16))
-    trial.suggest_float("lr", low=1e-4, high=3e-2, log=True)
-    trial.suggest_float("dropout", low=0.0, high=0.5)
-    trial.suggest_float("aux_weight", low=0.0, high=2.0)
-    return {"hidden": heads * head_dim}
