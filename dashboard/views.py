@@ -22,8 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from affectune.metrics import METRICS, PRIMARY_METRIC, metric_direction, metric_info
-from affectune.missing import INTER_CONDITIONS, SUBSETS, parse_subset, subset_label
+from affectune.metrics import METRICS, PRIMARY_METRIC, metric_direction, metric_info, pareto_front
+from affectune.missing import CONDITION_ORDER, SUBSET_ORDER, format_subset
 from affectune.store import TRIAL_STATUSES, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,22 +34,13 @@ STORE_ENV = "AFFECTUNE_STORE"
 STORE_TABLES = ("studies", "trials", "curves", "summary")
 """The store's table directories under its root."""
 
-DQF_SUBSET_ORDER: tuple[str, ...] = tuple(subset_label(s) for s in SUBSETS)
-"""Store labels of the 7 missing subsets in DQF Table 2 order: {v},{a},{t},{v,a},{v,t},{a,t},{v,a,t}."""
-
-UMDF_CONDITION_ORDER: tuple[str, ...] = tuple(subset_label(s) for s in INTER_CONDITIONS)
-"""Store labels of the available-modality conditions in UMDF Table 1 order."""
-
-_DISPLAY_LETTER_ORDER = "vat"  # DQF writes subsets as {v,a,t}
-
-
 def subset_display(label: str) -> str:
-    """Store label ("ta") -> the papers' set notation ("{a,t}") in v, a, t letter order."""
+    """Store label ("ta") -> set notation ("{t,a}") by `affectune.missing.format_subset`; a label
+    that is not a subset (a foreign store) is shown as it is."""
     try:
-        letters = {m[0] for m in parse_subset(label)}
+        return format_subset(label)
     except ValueError:
         return str(label)
-    return "{" + ",".join(c for c in _DISPLAY_LETTER_ORDER if c in letters) + "}"
 
 
 def metric_label(name: str) -> str:
@@ -301,7 +292,7 @@ def curve_choices(curves: pd.DataFrame, condition: str = "intra") -> dict[str, l
     for column in ("split", "metric", "pattern", "fill"):
         out[column] = sorted(frame[column].dropna().astype(str).unique()) if column in frame else []
     present = set(frame["subset"].dropna().astype(str)) if "subset" in frame else set()
-    order = DQF_SUBSET_ORDER if condition == "intra" else UMDF_CONDITION_ORDER
+    order = SUBSET_ORDER if condition == "intra" else CONDITION_ORDER
     out["subset"] = [s for s in order if s in present] + sorted(present - set(order))
     out["metric"] = order_metrics(out["metric"])
     if "test" in out["split"]:  # the test split first: it is what the papers report
@@ -402,7 +393,7 @@ def curves_figure(agg: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
 def small_multiples_figure(agg: pd.DataFrame, metric: str) -> go.Figure:
     """All 7 missing subsets at once: one panel per subset (columns), one row per dataset."""
     keys = sorted(agg["dataset_key"].unique()) if not agg.empty else [""]
-    subsets = [s for s in DQF_SUBSET_ORDER if s in set(agg["subset"])] or list(DQF_SUBSET_ORDER)
+    subsets = [s for s in SUBSET_ORDER if s in set(agg["subset"])] or list(SUBSET_ORDER)
     titles = [f"{key} {subset_display(s)}".strip() for key in keys for s in subsets]
     fig = make_subplots(rows=len(keys), cols=len(subsets), subplot_titles=titles, shared_yaxes="rows",
                         horizontal_spacing=0.02, vertical_spacing=0.12)
@@ -439,10 +430,10 @@ def auilc_table(summary: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[s
     frame = summary[summary["study"].isin(list(studies)) & (summary["metric"] == metric)
                     & (summary["pattern"] == pattern) & (summary["fill"] == fill) & (summary["split"] == split)]
     frame = evaluated_rows(frame, trials)
-    subsets = [s for s in DQF_SUBSET_ORDER if s in set(frame["subset"])]
+    subsets = [s for s in SUBSET_ORDER if s in set(frame["subset"])]
     base = ["dataset", "study", "trial_id", "method"]
     if frame.empty:
-        return pd.DataFrame(columns=base + [subset_display(s) for s in DQF_SUBSET_ORDER] + ["avg"])
+        return pd.DataFrame(columns=base + [subset_display(s) for s in SUBSET_ORDER] + ["avg"])
     frame = frame.assign(auilc=pd.to_numeric(frame["auilc"], errors="coerce"),
                          dataset=[dataset_key(d, f) for d, f in zip(frame["dataset"], frame["fingerprint"])])
     wide = frame.pivot_table(index=base, columns="subset", values="auilc", aggfunc="mean")
@@ -495,9 +486,16 @@ def auilc_heatmap(table: pd.DataFrame, metric: str) -> go.Figure:
                                text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.3f}")(z) if z.size else None,
                                texttemplate="%{text}", colorbar={"title": {"text": "AUILC"}}))
     better = "lower is better" if direction_of(metric) == "min" else "higher is better"
+    # The row labels are long ("study (method) · dataset"): a left margin that holds the longest.
     fig.update_layout(title=f"AUILC of {metric_label(metric)} ({better})", template="plotly_white",
-                      height=160 + 40 * max(len(labels), 1), yaxis={"autorange": "reversed"})
+                      height=160 + 40 * max(len(labels), 1), margin={"l": text_width(labels) + 20, "r": 20},
+                      yaxis={"autorange": "reversed", "automargin": True}, xaxis={"automargin": True})
     return fig
+
+
+def text_width(texts: Sequence[str], px_per_char: float = 7.5) -> int:
+    """Pixels the longest of `texts` takes at plotly's default 12 px font (a generous estimate)."""
+    return int(max((len(str(t)) for t in texts), default=0) * px_per_char)
 
 
 def inter_table(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metrics: Sequence[str],
@@ -515,12 +513,11 @@ def inter_table(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[st
     frame = frame.assign(entry=entry_labels(frame))
     frame = frame.assign(column=[f"{e} · {metric_label(m)}" for e, m in zip(frame["entry"], frame["metric"])])
     wide = frame.pivot_table(index="subset", columns="column", values="value", aggfunc="mean")
-    order = [s for s in UMDF_CONDITION_ORDER if s in wide.index] + sorted(set(wide.index) - set(UMDF_CONDITION_ORDER))
+    order = [s for s in CONDITION_ORDER if s in wide.index] + sorted(set(wide.index) - set(CONDITION_ORDER))
     ordered_columns = [f"{s} · {metric_label(m)}" for s in sorted(set(frame["entry"])) for m in metrics
                        if f"{s} · {metric_label(m)}" in wide.columns]
     wide = wide.loc[order, ordered_columns]
-    wide.index = ["{" + ",".join(m[0] for m in ("text", "audio", "vision") if m in parse_subset(s)) + "}"
-                  for s in wide.index]
+    wide.index = [subset_display(s) for s in wide.index]
     wide.index.name = "available"
     return wide.reset_index()
 
@@ -560,7 +557,13 @@ def parallel_coordinates_figure(frame: pd.DataFrame, objective: str, mode: str) 
     fig = go.Figure(go.Parcoords(dimensions=dims, line={
         "color": score.tolist(), "colorscale": "Viridis", "reversescale": mode == "min", "showscale": True,
         "colorbar": {"title": {"text": objective}}}))
-    fig.update_layout(title=f"Hyper-parameters vs {objective} ({len(usable)} trials)", height=460)
+    # Axis titles sit above the plot and the outer axes' tick labels beside it: margins that hold them
+    # (the first axis's ticks to the left; the last axis's title and the colour bar to the right).
+    first_ticks = dims[0].get("ticktext") or [f"{v:.3g}" for v in dims[0]["values"] if v == v] if dims else []
+    left = max(text_width(first_ticks), text_width([dims[0]["label"]]) // 2 if dims else 0) + 40
+    right = text_width([dims[-1]["label"]]) // 2 + 120
+    fig.update_layout(title={"text": f"Hyper-parameters vs {objective} ({len(usable)} trials)", "y": 0.97},
+                      height=480, margin={"l": left, "r": right, "t": 110, "b": 40})
     return fig
 
 
@@ -673,19 +676,6 @@ def learning_curves_figure(frame: pd.DataFrame, key: str) -> go.Figure:
     return fig
 
 
-def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
-    """Non-dominated rows of values (N, K) where modes[k] is "min" or "max"."""
-    values = np.asarray(values, float)
-    signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
-    v = values * signs  # now lower is better in every column
-    n = len(v)
-    mask = np.ones(n, bool)
-    for i in range(n):
-        dominated_by = np.all(v <= v[i], axis=1) & np.any(v < v[i], axis=1)
-        mask[i] = not dominated_by.any()
-    return mask
-
-
 def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> tuple[go.Figure, pd.DataFrame]:
     """Scatter of the first two objectives; the Pareto front (stored flags, else computed) highlighted."""
     (x_col, x_mode), (y_col, y_mode) = objectives[0], objectives[1]
@@ -696,7 +686,7 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) ->
     if stored.any():
         usable["on_front"] = stored
     else:
-        usable["on_front"] = pareto_mask(usable[[x_col, y_col]].to_numpy(float), [x_mode, y_mode]) \
+        usable["on_front"] = pareto_front(usable[[x_col, y_col]].to_numpy(float), [x_mode, y_mode]) \
             if len(usable) else []
     fig = go.Figure()
     for on_front, name, style in ((False, "dominated", {"color": "#9e9e9e", "size": 8}),

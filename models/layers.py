@@ -80,21 +80,6 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + sinusoidal_table(x.shape[1], self.dim, x.device, x.dtype)
 
 
-class LearnedPositionalEncoding(nn.Module):
-    """x (B, T, d) -> x + E[:T] with a learned table of `max_len` rows."""
-
-    def __init__(self, max_len: int, dim: int):
-        super().__init__()
-        self.table = nn.Parameter(torch.randn(max_len, dim) * 0.02)  # (max_len, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[1]
-        if T > self.table.shape[0]:
-            raise ValueError(f"sequence of {T} frames is longer than the positional table "
-                             f"({self.table.shape[0]}); build the model for the longer length")
-        return x + self.table[:T]
-
-
 def fit_to_length(seq: torch.Tensor, length: int, batch_len: int) -> torch.Tensor:
     """Place a learned sequence of slots on a frame axis.
 

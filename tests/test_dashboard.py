@@ -182,17 +182,24 @@ def test_resolve_store_root_priority(tmp_path):
     assert views.resolve_store_root([], {}) == str(REPO / "results")
 
 
-def test_subset_labels_follow_the_papers():
-    assert [views.subset_display(s) for s in views.DQF_SUBSET_ORDER] == \
-        ["{v}", "{a}", "{t}", "{v,a}", "{v,t}", "{a,t}", "{v,a,t}"]
-    assert views.UMDF_CONDITION_ORDER == ("t", "a", "v", "ta", "tv", "av", "tav")
+def test_subset_labels_one_order_and_one_notation():
+    from affectune.missing import CONDITION_ORDER, SUBSET_ORDER
+
+    # rows in the papers' orders (DQF Table 2, UMDF Table 1); letters always t, a, v as in the labels
+    assert [views.subset_display(s) for s in SUBSET_ORDER] == \
+        ["{v}", "{a}", "{t}", "{a,v}", "{t,v}", "{t,a}", "{t,a,v}"]
+    assert CONDITION_ORDER == ("t", "a", "v", "ta", "tv", "av", "tav")
+    assert views.subset_display("vat") == "{t,a,v}" and views.subset_display("not-a-subset") == "not-a-subset"
 
 
-def test_pareto_mask_by_hand():
+def test_pareto_front_by_hand_one_rule_for_selection_and_dashboard():
+    from affectune.metrics import pareto_front
+
     values = np.array([[0.7, 1.0], [0.8, 0.9], [0.85, 0.95], [0.9, 0.85], [0.7, 1.1]])
-    assert views.pareto_mask(values, ["min", "min"]).tolist() == [True, True, False, True, False]
+    assert pareto_front(values, ["min", "min"]).tolist() == [True, True, False, True, False]
     # maximising both flips the front to the other corner
-    assert views.pareto_mask(values, ["max", "max"]).tolist() == [False, False, True, True, True]
+    assert pareto_front(values, ["max", "max"]).tolist() == [False, False, True, True, True]
+    assert views.pareto_front is pareto_front  # the dashboard draws the front study selection uses
 
 
 def test_best_cells_respects_direction_and_dataset():
@@ -287,7 +294,7 @@ def test_robustness_page_one_line_and_band_per_study(store_root, monkeypatch):
     at.radio(key="curve_view").set_value("All 7 subsets").run()
     (fig,) = charts(at)
     assert len(mean_traces(fig)) == 7 * 2
-    assert {a["text"] for a in fig["layout"]["annotations"]} >= {f"{DATASET_A[0]} [{DATASET_A[1][:8]}] {{v,a,t}}"}
+    assert {a["text"] for a in fig["layout"]["annotations"]} >= {f"{DATASET_A[0]} [{DATASET_A[1][:8]}] {{t,a,v}}"}
 
 
 def _decode(array) -> list[float]:
@@ -318,8 +325,8 @@ def test_auilc_page_table_heatmap_and_inter_conditions(store_root, monkeypatch):
     at.selectbox(key="auilc_metric").set_value("mae")
     at.selectbox(key="auilc_pattern").set_value("random").run()
     table = shown_table(at, "auilc_table").value
-    assert list(table.columns) == ["dataset", "study", "trial_id", "method", "{v}", "{a}", "{t}", "{v,a}", "{v,t}", "{a,t}",
-                                   "{v,a,t}", "avg"]
+    assert list(table.columns) == ["dataset", "study", "trial_id", "method", "{v}", "{a}", "{t}", "{a,v}", "{t,v}", "{t,a}",
+                                   "{t,a,v}", "avg"]
     # the multi-objective study evaluated two selected configs: one row each, never averaged
     assert sorted(zip(table["study"], table["trial_id"])) == [
         ("cider_mosi", "t001"), ("dqf_mosi", "t002"), ("umdf_mosi_mo", "t000"), ("umdf_mosi_mo", "t001")]

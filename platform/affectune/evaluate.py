@@ -31,16 +31,14 @@ from affectune.data.schema import Dataset
 from affectune.loader import TensorSplit, masked_copy, preload
 from affectune.metrics import PRIMARY_METRIC, auilc_table, metric_info
 from affectune.missing import (
-    FILLS, FULL_SET, INTER_CONDITIONS, PATTERNS, RATES, SUBSETS, frame_mask, frame_uniforms, subset_label,
-    test_grid,
+    FILLS, FULL_SET, INTER_CONDITIONS, PATTERNS, RATES, SUBSET_ORDER, SUBSETS, format_subset, frame_mask,
+    frame_uniforms, subset_label, test_grid,
 )
 from affectune.train import predict_split, score
 
 CURVE_COLUMNS = ("split", "condition", "subset", "rate", "seed", "pattern", "fill", "metric", "value")
 SUMMARY_COLUMNS = ("split", "subset", "pattern", "fill", "metric", "auilc", "auilc_std", "n_seeds",
                    "rate_min", "rate_max")
-SUBSET_ORDER = tuple(subset_label(s) for s in SUBSETS)
-"""Subset labels in DQF's table order: v, a, t, av, tv, ta, tav."""
 
 DEFAULT_TABLE_METRICS = {
     "regression": ("acc7", "non0_acc2", "non0_f1", "mae", "corr"),
@@ -211,7 +209,7 @@ def format_auilc_table(summary: pd.DataFrame, metrics: Sequence[str] | None = No
         body = []
         for label in [s for s in SUBSET_ORDER if s in set(part["subset"])]:
             row = part[part["subset"] == label].set_index("metric")
-            body.append(["{" + ",".join(label) + "}"] + [_format_value(row.at[m, "auilc"], row.at[m, "auilc_std"])
+            body.append([format_subset(label)] + [_format_value(row.at[m, "auilc"], row.at[m, "auilc_std"])
                                                           for m in metrics])
         widths = [max(len(r[k]) for r in [header] + body) for k in range(len(header))]
         lines = [f"AUILC on {split} (pattern={pattern}, fill={fill}, seeds={n_seeds})",

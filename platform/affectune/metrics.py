@@ -288,3 +288,19 @@ def auilc_table(df: "pd.DataFrame") -> "pd.DataFrame":
         rate_max=("rate_max", "max"),
     )
     return out.reset_index()
+
+
+def pareto_front(values, modes: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of `values` (n, k); `modes[j]` is "max" or "min" for
+    column j. Row i is dominated when another row is at least as good in every column and strictly
+    better in one. The one copy of the rule: study selection and the dashboard both use it."""
+    values = np.asarray(values, dtype=float).reshape(len(values), -1)
+    if any(m not in ("max", "min") for m in modes) or len(modes) != values.shape[1]:
+        raise ValueError(f"pareto_front: need one mode ('max'/'min') per column, got {list(modes)}")
+    signed = np.where(np.array(modes) == "max", values, -values)  # larger is better in every column
+    keep = np.ones(len(signed), dtype=bool)
+    for i in range(len(signed)):
+        at_least = np.all(signed >= signed[i], axis=1)
+        better = np.any(signed > signed[i], axis=1)
+        keep[i] = not np.any(at_least & better)
+    return keep

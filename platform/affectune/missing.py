@@ -37,7 +37,8 @@ SUBSETS: tuple[frozenset[str], ...] = (
     frozenset({_A, _T}),
     frozenset({_V, _A, _T}),
 )
-"""The 7 non-empty modality subsets in DQF's table order {v},{a},{t},{v,a},{v,t},{a,t},{v,a,t}."""
+"""The 7 non-empty modality subsets in DQF Table 2's row order (vision, audio, text, the three
+pairs, all three); shown by `format_subset` as {v},{a},{t},{a,v},{t,v},{t,a},{t,a,v}."""
 
 FULL_SET: frozenset[str] = frozenset(MODALITIES)
 
@@ -79,6 +80,13 @@ def parse_subset(label: str) -> frozenset[str]:
     return frozenset(_LETTER_TO_MODALITY[c] for c in letters)
 
 
+def format_subset(subset: frozenset[str] | set[str] | Sequence[str] | str) -> str:
+    """Display form of a subset or its label, in the same canonical t, a, v letter order as the
+    labels: "ta" -> "{t,a}". The one formatter (CLI tables, study summaries, the dashboard)."""
+    label = subset_label(parse_subset(subset) if isinstance(subset, str) else subset)
+    return "{" + ",".join(label) + "}"
+
+
 def _check_rate(rate: float) -> float:
     r = float(rate)
     if not (0.0 <= r <= 1.0):  # also rejects NaN
@@ -113,6 +121,11 @@ INTER_CONDITIONS: tuple[frozenset[str], ...] = (
     frozenset({_T, _A, _V}),
 )
 """UMDF-style inter-modality conditions: the AVAILABLE modality sets {t},{a},{v},{t,a},{t,v},{a,v},{t,a,v}."""
+
+SUBSET_ORDER: tuple[str, ...] = tuple(subset_label(s) for s in SUBSETS)
+"""Labels of SUBSETS in their row order: the order of every table and selector of missing subsets."""
+CONDITION_ORDER: tuple[str, ...] = tuple(subset_label(s) for s in INTER_CONDITIONS)
+"""Labels of INTER_CONDITIONS in their row order."""
 
 
 def inter_condition_dropped(available: frozenset[str] | set[str] | Sequence[str]) -> frozenset[str]:
