@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
+from affectune.models import list_models, model_class
 from affectune.train_cli import apply_overrides, parse_value
 
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
@@ -23,7 +25,7 @@ def test_train_command_prints_the_auilc_table_and_writes_results(tmp_path):
     out = tmp_path / "run"
     proc = cli("train", "--model", "dqf", "--dataset", "synthetic:mosi?scale=0.05", "--epochs", "1",
                "--batch-size", "16", "--set", "hidden=16", "--set", "layers=1", "--set", "num_threads=1",
-               "--eval-seeds", "0", "--out", str(out))
+               "--mask-seeds", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "AUILC on test (pattern=random, fill=zero, seeds=1)" in text
@@ -51,11 +53,55 @@ def test_overrides_route_to_train_or_model_config():
     assert parse_value("[1, 2]") == [1, 2] and parse_value("adam") == "adam" and parse_value("null") is None
 
 
+def test_one_routing_rule_for_set_presets_and_search_spaces():
+    from affectune.search_spaces import apply_params, route_overrides
+    from affectune.train import TrainConfig
+
+    base = {"model": "dqf", "lr": 1e-3, "model_config": {"hidden": 24}}
+    drawn = {"lr": 0.01, "layers": 2, "model_config.heads": 2}
+    via_set = apply_overrides(base, [f"{k}={v}" for k, v in drawn.items()])
+    assert via_set == apply_params("dqf", drawn, base) == route_overrides("dqf", base, drawn)
+    assert via_set["model_config"] == {"hidden": 24, "layers": 2, "heads": 2} and via_set["lr"] == 0.01
+    assert base["model_config"] == {"hidden": 24}  # the base is not modified
+    with pytest.raises(KeyError, match="neither a train config field"):
+        apply_params("dqf", {"nonsense": 1}, base)
+    # no registered model config shadows a train config field, so the two routes never compete
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in list_models():
+        assert not train_fields & {f.name for f in dataclasses.fields(model_class(name).config_class)}, name
+
+
+def _train_args(*argv):
+    from affectune.__main__ import build_parser
+
+    return build_parser().parse_args(["train", "--model", "dqf", "--dataset", "synthetic:mosi", *argv])
+
+
+def test_train_preset_then_flags_then_set(capsys):
+    from affectune.train_cli import train_config_from_args
+
+    paper = model_class("dqf").preset("paper")
+    config = train_config_from_args(_train_args("--preset", "paper"))
+    assert config["lr"] == paper["lr"] and config["optimizer"] == paper["optimizer"]
+    assert config["epochs"] == paper["epochs"] and config["model_config"] == paper["model_config"]
+    config = train_config_from_args(_train_args("--preset", "paper", "--epochs", "1", "--set", "lr=0.5",
+                                                "--set", "layers=1"))
+    assert config["epochs"] == 1 and config["lr"] == 0.5 and config["model_config"]["layers"] == 1
+    assert config["batch_size"] == paper["batch_size"]
+    assert "epochs" not in train_config_from_args(_train_args())  # no preset: TrainConfig's default
+    with pytest.raises(KeyError, match="no preset 'nope'"):
+        train_config_from_args(_train_args("--preset", "nope"))
+    # --eval-seeds is the old spelling of --mask-seeds: still accepted, with a warning
+    assert _train_args("--eval-seeds", "4,5").mask_seeds == (4, 5)
+    assert "--eval-seeds is deprecated; use --mask-seeds" in capsys.readouterr().err
+    assert _train_args("--mask-seeds", "7").mask_seeds == (7,)
+
+
 @pytest.mark.parametrize("seed", [0])
 def test_dqf_beats_late_fusion_on_tav_auilc_and_its_curve_falls(tmp_path, seed):
     """The issue's acceptance check with a small budget (the README records a longer run)."""
     common = ["--dataset", "synthetic:mosi?scale=0.25", "--epochs", "8", "--batch-size", "32", "--lr", "0.002",
-              "--seed", str(seed), "--set", "hidden=32", "--set", "num_threads=1", "--eval-seeds", "0,1",
+              "--seed", str(seed), "--set", "hidden=32", "--set", "num_threads=1", "--mask-seeds", "0,1",
               "--subsets", "tav", "--no-inter"]
     results = {}
     for model, extra in (("dqf", ["--set", "layers=1"]), ("late_fusion", [])):

@@ -8,9 +8,8 @@ may return derived constants (e.g. `hidden = heads * head_dim`, so a conditional
 proposes an invalid combination). Define-by-run gives conditional and method-specific dimensions
 for free: a later method can suggest `lora_rank` only when `use_lora` was drawn, etc.
 
-`apply_params(method, params, base_config)` turns the drawn values into a full train config: a
-key that is a field of the method's model config goes to `config["model_config"]`, any other key to
-the top-level train config (lr, batch_size, ...). Unknown keys are rejected by the model config.
+`apply_params(method, params, base_config)` turns the drawn values into a full train config by
+`route_overrides`, the one routing rule shared with `affectune train --set` and presets.
 """
 
 from __future__ import annotations
@@ -92,22 +91,46 @@ def _model_fields(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(model_class(method).config_class)}
 
 
+def route_overrides(method: str, config: dict, overrides: dict) -> dict:
+    """`config` with `overrides` applied; the one routing rule for presets, `--set`, CLI flags and
+    search-space draws. Precedence, per key:
+
+    1. `"model_config"` (a dict): merged field by field into the model config;
+    2. `"model_config.<field>"`: that model-config field;
+    3. a field of the method's model config (`hidden`, `layers`, ...): into `model_config`;
+    4. a TrainConfig field (`lr`, `batch_size`, ...): the top level.
+    A key that is neither raises KeyError listing both sets of fields. (No TrainConfig field is a
+    model-config field of a registered method; a test checks it, so rules 3 and 4 never compete.)
+    """
+    from affectune.train import TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_config"}
+    model_fields = _model_fields(method)
+    config = copy.deepcopy(config)
+    model_config = dict(config.get("model_config") or {})
+    for key, value in overrides.items():
+        if key == "model_config":
+            model_config.update(value or {})
+        elif key.startswith("model_config."):
+            model_config[key.split(".", 1)[1]] = value
+        elif key in model_fields:
+            model_config[key] = value
+        elif key in train_fields:
+            config[key] = value
+        else:
+            raise KeyError(f"{key}: neither a train config field ({sorted(train_fields)}) nor a field "
+                           f"of model {method!r} ({sorted(model_fields)})")
+    config["model_config"] = model_config
+    return config
+
+
 def apply_params(method: str, params: dict, base_config: dict, helpers: tuple[str, ...] = ()) -> dict:
-    """Full train config = base config with `params` routed to model_config or the top level.
+    """Full train config = base config with drawn `params` routed by `route_overrides`.
 
     Keys in `helpers` (a space's derivation-only dimensions) are left out of the config.
     """
-    params = {k: v for k, v in params.items() if k not in helpers}
-    config = copy.deepcopy(base_config)
+    config = route_overrides(method, base_config, {k: v for k, v in params.items() if k not in helpers})
     config.setdefault("model", method)
-    model_config = dict(config.get("model_config") or {})
-    fields = _model_fields(method)
-    for key, value in params.items():
-        if key in fields:
-            model_config[key] = value
-        else:
-            config[key] = value
-    config["model_config"] = model_config
     return config
 
 
@@ -119,6 +142,17 @@ def _point_label(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
+class _GridPoints:
+    """The define-by-run function of a `grid_space`: draws a point label, returns its values.
+    A module-level class (not a closure) so Tune can pickle the searcher with it."""
+
+    def __init__(self, name: str, labels: list[str], points: list[dict]):
+        self.__name__, self.labels, self.by_label = name, list(labels), dict(zip(labels, points))
+
+    def __call__(self, trial) -> dict:
+        return dict(self.by_label[trial.suggest_categorical(GRID_PARAM, self.labels)])
+
+
 def grid_space(method: str, name: str, points: list[dict], *, description: str = "") -> SearchSpace:
     """Register a finite space given by its points only (written once, e.g. DQF's Table 5 pairs).
 
@@ -128,12 +162,7 @@ def grid_space(method: str, name: str, points: list[dict], *, description: str =
     labels = [_point_label(p) for p in points]
     if not points or len(set(labels)) != len(labels):
         raise ValueError(f"grid space {name!r} of {method!r}: points must be distinct and non-empty")
-    by_label = dict(zip(labels, points))
-
-    def define(trial) -> dict:
-        return dict(by_label[trial.suggest_categorical(GRID_PARAM, labels)])
-
-    define.__name__ = f"{method}_{name}_grid"
+    define = _GridPoints(f"{method}_{name}_grid", labels, points)
     register_space(method, name, description=description, grid=[{GRID_PARAM: lb} for lb in labels],
                    helpers=(GRID_PARAM,))(define)
     return _SPACES[(method, name)]

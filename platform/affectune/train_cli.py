@@ -19,6 +19,18 @@ DEMO_CONFIG = {"model": "dqf", "model_config": {"hidden": 32, "layers": 1}, "epo
 """The demo's budget: a quarter-size MOSI-shaped set, a 1-layer DQF, 8 epochs (under a minute on 2 cores)."""
 
 
+class DeprecatedAlias(argparse.Action):
+    """A renamed flag's old spelling: still works, warns on stderr with the new name."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def parse_value(text: str):
     """JSON when it parses (numbers, true/false/null, lists, quoted strings), else the raw string."""
     try:
@@ -38,30 +50,32 @@ def parse_csv(text: str, cast=str) -> tuple:
 
 
 def apply_overrides(config: dict, assignments: list[str]) -> dict:
-    """`key=value` pairs: a TrainConfig field, `model_config.<field>`, or a bare field of the model's
-    config (routed into model_config). Unknown keys raise with the valid ones listed."""
-    from affectune.models import model_class
-    from affectune.train import TrainConfig
+    """`key=value` pairs (values parsed as JSON when they parse), routed by
+    `affectune.search_spaces.route_overrides` (see there for the precedence). Unknown keys raise
+    ValueError with the valid ones listed."""
+    from affectune.search_spaces import route_overrides
 
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = {**config, "model_config": dict(config.get("model_config", {}))}
+    overrides = {}
     for item in assignments:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        value = parse_value(raw)
-        if key.startswith("model_config."):
-            config["model_config"][key.split(".", 1)[1]] = value
-        elif key in train_fields:
-            config[key] = value
-        else:
-            model_fields = {f.name for f in dataclasses.fields(model_class(config["model"]).config_class)}
-            if key not in model_fields:
-                raise ValueError(f"--set {key}: not a train config field ({sorted(train_fields)}) nor a field "
-                                 f"of model {config['model']!r} ({sorted(model_fields)})")
-            config["model_config"][key] = value
-    return config
+        overrides[key] = parse_value(raw)
+    try:
+        return route_overrides(config["model"], config, overrides)
+    except KeyError as e:
+        raise ValueError(f"--set {e.args[0]}") from None
+
+
+def base_train_config(model: str, preset: str | None, dataset: str | None = None) -> dict:
+    """The config a command starts from: the method's named preset (e.g. "paper"), or nothing."""
+    from affectune.models import model_class
+    from affectune.search_spaces import route_overrides
+
+    if preset is None:
+        return {"model": model}
+    return route_overrides(model, {"model": model}, model_class(model).preset(preset, dataset))
 
 
 def _progress(metrics: dict, checkpoint_dir) -> None:
@@ -71,7 +85,7 @@ def _progress(metrics: dict, checkpoint_dir) -> None:
           f"  {metrics['epoch_time_s']:.1f}s" + ("  *saved" if checkpoint_dir else ""), flush=True)
 
 
-def run_train(config: dict, *, eval_seeds=(0, 1, 2), patterns=("random",), fills=("zero",), subsets=None,
+def run_train(config: dict, *, mask_seeds=(0, 1, 2), patterns=("random",), fills=("zero",), subsets=None,
               out: str | None = None, include_inter: bool = True, verbose: bool = True):
     """Train `config`, evaluate the selected checkpoint on the test grid; returns (outcome, result)."""
     from affectune.data import load
@@ -85,7 +99,7 @@ def run_train(config: dict, *, eval_seeds=(0, 1, 2), patterns=("random",), fills
     outcome = train_loop(config, _progress if verbose else None, dataset=dataset)
     model, _ = load_checkpoint(outcome.checkpoint_path)
     grid_subsets = SUBSETS if subsets is None else tuple(parse_subset(s) for s in subsets)
-    result = robustness(model, dataset, "test", seeds=eval_seeds, patterns=patterns, fills=fills,
+    result = robustness(model, dataset, "test", seeds=mask_seeds, patterns=patterns, fills=fills,
                         subsets=grid_subsets, include_inter=include_inter)
     print(f"\nselected epoch {outcome.best_epoch} of {outcome.epochs_run} by {outcome.select_metric} = "
           f"{outcome.best_objective:.4f}; {outcome.num_parameters} parameters; "
@@ -106,24 +120,29 @@ def run_train(config: dict, *, eval_seeds=(0, 1, 2), patterns=("random",), fills
     return outcome, result
 
 
-def _train_command(args) -> int:
-    config = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs}
-    for key in ("batch_size", "lr", "seed", "device"):
+def train_config_from_args(args) -> dict:
+    """Config = the preset (if any), then the flags given, then `--set` pairs (later wins)."""
+    config = {**base_train_config(args.model, args.preset, args.dataset), "dataset": args.dataset}
+    for key in ("epochs", "batch_size", "lr", "seed", "device"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    return apply_overrides(config, args.set or [])
+
+
+def _train_command(args) -> int:
     try:
-        config = apply_overrides(config, args.set or [])
+        config = train_config_from_args(args)
     except (KeyError, ValueError) as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    run_train(config, eval_seeds=args.eval_seeds, patterns=args.patterns, fills=args.fills,
+    run_train(config, mask_seeds=args.mask_seeds, patterns=args.patterns, fills=args.fills,
               subsets=args.subsets, out=args.out, include_inter=not args.no_inter)
     return 0
 
 
 def _demo_command(args) -> int:
     print(f"demo: training DQF on {DEMO_SOURCE} ({DEMO_CONFIG['epochs']} epochs), then the robustness grid\n")
-    run_train({**DEMO_CONFIG, "dataset": DEMO_SOURCE, "num_threads": args.threads}, eval_seeds=(0,),
+    run_train({**DEMO_CONFIG, "dataset": DEMO_SOURCE, "num_threads": args.threads}, mask_seeds=(0,),
               out=args.out)
     return 0
 
@@ -134,7 +153,9 @@ def add_train_commands(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="registered model name (dqf, mult, late_fusion, ...)")
     p.add_argument("--dataset", required=True, help="source string, e.g. synthetic:mosi?scale=0.25")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--preset", default=None,
+                   help="the model's named train config to start from, e.g. paper (flags and --set override it)")
+    p.add_argument("--epochs", type=int, help="max epochs (default: the preset's, else TrainConfig's)")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
@@ -142,8 +163,10 @@ def add_train_commands(subparsers) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a TrainConfig field or a model config field (value parsed as JSON if possible); "
                         "repeatable")
-    p.add_argument("--eval-seeds", type=lambda s: parse_csv(s, int), default=(0, 1, 2),
+    p.add_argument("--mask-seeds", type=lambda s: parse_csv(s, int), default=(0, 1, 2),
                    help="mask seeds of the test grid (default 0,1,2)")
+    p.add_argument("--eval-seeds", type=lambda s: parse_csv(s, int), dest="mask_seeds",
+                   action=DeprecatedAlias, new="--mask-seeds", help=argparse.SUPPRESS)
     p.add_argument("--patterns", type=parse_csv, default=("random",), help="random,block")
     p.add_argument("--fills", type=parse_csv, default=("zero",), help="zero,gaussian")
     p.add_argument("--subsets", type=parse_csv, default=None,
