@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[dev]"
+	# setuptools prints an "Editable installation" notice box for our package-dir layout: not a problem
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 # each run is a new study in results/ (compare them in `make dashboard`)
