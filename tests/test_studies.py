@@ -43,6 +43,11 @@ def lr_space(trial):
     trial.suggest_categorical("lr", (3e-2, 1e-7))
 
 
+def one_layer_space(trial):
+    """A one-point space: the base config's learning rate stays."""
+    trial.suggest_categorical("layers", (1,))
+
+
 def failing_space(trial):
     """Half the draws carry an invalid learning rate: those trials raise in every attempt."""
     trial.suggest_categorical("layers", (1, 2))
@@ -56,7 +61,7 @@ failing_space.helpers = ("broken",)  # drawn, but not a config key
 
 def _spec(tmp_path, name, **kw):
     defaults = dict(name=name, method="dqf", dataset=DATASET, base_config=dict(BASE), storage=str(tmp_path / "store"),
-                    mask_seeds=(0,), eval_seeds=(0,), verbose=0, seed=3)
+                    mask_seeds=(0,), train_seeds=(0,), verbose=0, seed=3)
     return StudySpec(**{**defaults, **kw})
 
 
@@ -124,7 +129,9 @@ def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session
     assert set(summary["trial_id"]) == set(result.selected)
     assert set(summary["subset"]) == {"v", "a", "t", "av", "tv", "ta", "tav"}
     curves = store.curves("e2e-train")
-    assert set(curves["split"]) == {"test"} and (curves["fingerprint"] == ds_fp).all()
+    # eval_splits defaults to test plus the dataset's ood split; the summary carries the split too
+    assert set(curves["split"]) == {"test", "ood"} and (curves["fingerprint"] == ds_fp).all()
+    assert set(summary["split"]) == {"test", "ood"} and set(result.summary["split"]) == {"test", "ood"}
     # The search never reported anything about test: no metric key in any learning curve mentions it.
     keys = {k for curve in trials["learning_curve"] for epoch in json.loads(curve) for k in epoch}
     assert keys and not [k for k in keys if "test" in k]
@@ -153,6 +160,19 @@ def test_failing_trials_are_retried_then_recorded_and_concurrent_rows_are_not_lo
     assert sorted(open_store(spec.storage).trials("failing").query("pareto")["trial_id"]) == expect
 
 
+def test_early_stopping_fires_in_a_study_whose_patience_is_shorter_than_its_epochs(ray_session, tmp_path):
+    """The loop's own stop decision ends the trial: a learning rate too small to change float32
+    weights leaves the objective flat, so patience 1 stops epoch 2 of 5; the row is "completed"
+    (not a provisional "stopped") with its checkpoint, and eval_splits=("test",) skips ood."""
+    spec = _spec(tmp_path, "patience", search_space=one_layer_space, num_trials=1, use_asha=False,
+                 base_config={**BASE, "epochs": 5, "patience": 1, "lr": 1e-12}, eval_splits=("test",))
+    result = run_study(spec)
+    (row,) = result.trials.to_dict("records")
+    assert row["status"] == "completed" and row["epochs_run"] == 2 and row["best_epoch"] == 1
+    assert isinstance(row["checkpoint_path"], str)
+    assert set(result.curves["split"]) == {"test"}
+
+
 RESUME_SCRIPT = """
 import json, sys
 from affectune.studies import StudySpec, run_study
@@ -164,7 +184,7 @@ run_study(spec, address=sys.argv[2])
 def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_session, tmp_path):
     kwargs = dict(name="resumable", method="dqf", dataset=DATASET, search_space="paper", num_trials=4,
                   max_concurrent=1, base_config={**BASE, "epochs": 1}, storage=str(tmp_path / "store"),
-                  mask_seeds=[0], eval_seeds=[0], verbose=0, seed=1, use_asha=False)
+                  mask_seeds=[0], train_seeds=[0], verbose=0, seed=1, use_asha=False)
     proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, json.dumps(kwargs), ray_session],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
@@ -186,7 +206,7 @@ def test_interrupted_study_resumes_to_the_full_count_without_duplicates(ray_sess
     after = result.trials
     assert len(after) == 4 and after["trial_id"].is_unique  # full count, no duplicates
     assert (after["status"] == "completed").all()
-    # the paper grid (9 points) is larger than the budget: every trial tried a different point,
+    # the paper grid (Table 5's 5 points) is larger than the budget: every trial tried a different point,
     # across the interruption too (the restored searcher remembers what was taken)
     assert after["params"].map(lambda p: tuple(sorted(json.loads(p).items()))).is_unique
     for t in finished["trial_id"]:  # finished trials were not run again: same attempt, same wall time
@@ -202,27 +222,33 @@ def test_sampler_tries_each_point_of_a_small_grid_once_and_is_tpe_otherwise():
     from affectune.search_spaces import get_space
     from affectune.studies.runner import _sampler
 
-    paper, wide = get_space("dqf", "paper"), get_space("dqf", "wide")
+    grid, wide = get_space("dqf", "grid"), get_space("dqf", "wide")
     spec = lambda n: StudySpec(name="s", method="dqf", num_trials=n, seed=3)  # noqa: E731
-    assert isinstance(_sampler(paper, spec(9)), optuna.samplers.BruteForceSampler)
-    assert isinstance(_sampler(paper, spec(10)), optuna.samplers.TPESampler)  # repeats unavoidable
+    assert isinstance(_sampler(grid, spec(9)), optuna.samplers.BruteForceSampler)
+    assert isinstance(_sampler(grid, spec(10)), optuna.samplers.TPESampler)  # repeats unavoidable
     assert isinstance(_sampler(wide, spec(6)), optuna.samplers.TPESampler)
-    study = optuna.create_study(sampler=_sampler(paper, spec(9)))
-    study.optimize(lambda t: paper.define(t) or float(t.params["layers"] * t.params["heads"]), n_trials=9)
+    study = optuna.create_study(sampler=_sampler(grid, spec(9)))
+    study.optimize(lambda t: float(len(str(grid.define(t)))), n_trials=9)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 9
 
 
-def test_dqf_spaces_paper_grid_and_wide_draws_are_valid_configs():
+def test_dqf_spaces_table5_grid_and_wide_draws_are_valid_configs():
+    import pickle
+
     import optuna
 
     from affectune.models import make_config
     from affectune.search_spaces import apply_params, draw, get_space, list_spaces
 
-    assert ("dqf", "paper") in list_spaces("dqf") and ("dqf", "wide") in list_spaces("dqf")
+    assert {("dqf", "paper"), ("dqf", "grid"), ("dqf", "wide")} <= set(list_spaces("dqf"))
     paper = get_space("dqf", "paper")
-    assert sorted((p["layers"], p["heads"]) for p in paper.grid) == [(l, h) for l in (2, 4, 6) for h in (2, 4, 6)]
-    cfg = apply_params("dqf", draw(paper, {"layers": 4, "heads": 6}), {"model_config": {"hidden": 24}, "lr": 1e-3})
-    assert cfg["model_config"] == {"hidden": 24, "layers": 4, "heads": 6} and cfg["lr"] == 1e-3
+    pairs = sorted((p["layers"], p["heads"]) for p in (draw(paper, g) for g in paper.grid))
+    assert pairs == [(2, 2), (2, 4), (4, 4), (6, 4), (6, 6)]  # Table 5
+    # Tune pickles the searcher with its space: the grid function survives it
+    assert pickle.loads(pickle.dumps(paper.define))(optuna.trial.FixedTrial(paper.grid[0])) == {"layers": 2, "heads": 2}
+    cfg = apply_params("dqf", draw(paper, {"grid_point": "layers=4,heads=4"}),
+                       {"model_config": {"hidden": 24}, "lr": 1e-3}, paper.helpers)
+    assert cfg["model_config"] == {"hidden": 24, "layers": 4, "heads": 4} and cfg["lr"] == 1e-3
     wide = get_space("dqf", "wide")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(25):  # every draw is a valid DQF config and a valid train config
@@ -254,9 +280,10 @@ def test_study_spec_checks_its_fields(tmp_path):
 
 
 def test_cli_flags_build_the_spec():
+    from affectune.models import model_class
     from affectune.studies.cli import build_parser, spec_from_args
 
-    parser = build_parser("dqf", ["paper", "wide"], "d", {})
+    parser = build_parser("dqf", "d", {"synthetic_scale": 0.25})
     args = parser.parse_args(["--smoke-test", "--workers-per-trial", "2", "--worker-resources", '{"node2": 1}',
                               "--objective", "valmask_mae", "--objective", "num_parameters:min", "--samples", "500"])
     spec = spec_from_args("dqf", args)
@@ -273,6 +300,38 @@ def test_cli_flags_build_the_spec():
         parser.parse_args(["--worker-resources", "[1]"])
 
 
+def test_cli_takes_spaces_presets_and_base_config_from_the_method(capsys):
+    from affectune.models import model_class
+    from affectune.search_spaces import list_spaces
+    from affectune.studies.cli import build_parser, spec_from_args
+
+    dqf = model_class("dqf")
+    parser = build_parser("dqf", "d", {"synthetic_scale": 0.25})
+    space = next(a for a in parser._actions if a.dest == "space")
+    assert space.choices == [n for _, n in list_spaces("dqf")] and space.default == "paper"
+    plain = spec_from_args("dqf", parser.parse_args([]))
+    assert plain.base_config == {**dqf.study_defaults, "model_config": dict(dqf.study_defaults["model_config"])}
+    assert plain.dataset == "synthetic:mosi?scale=0.25" and plain.train_seeds == (0, 1)
+    # flags override the method's defaults; --patience passes through (no max(2, epochs))
+    spec = spec_from_args("dqf", parser.parse_args(["--epochs", "5", "--patience", "1", "--hidden", "12",
+                                                    "--set", "dropout=0.2", "--train-seeds", "3"]))
+    assert spec.base_config["epochs"] == 5 and spec.base_config["patience"] == 1
+    assert spec.base_config["model_config"] == {"hidden": 12, "dropout": 0.2} and spec.train_seeds == (3,)
+    paper = spec_from_args("dqf", parser.parse_args(["--preset", "paper", "--smoke-test"]))
+    assert paper.base_config["lr"] == dqf.preset("paper")["lr"] and paper.base_config["optimizer"] == "sgd"
+    assert paper.base_config["epochs"] == 1  # the smoke test's budget wins over the preset's 100
+    # file sources: no scale is appended (the old default --scale broke them), with or without the smoke test
+    for extra in ([], ["--smoke-test"]):
+        user = spec_from_args("dqf", parser.parse_args(["--dataset", "mmsa:/data/aligned_50.pkl", *extra]))
+        assert user.dataset == "mmsa:/data/aligned_50.pkl"
+    with pytest.raises(SystemExit, match="synthetic datasets only"):
+        spec_from_args("dqf", parser.parse_args(["--dataset", "merbench:/d", "--scale", "0.5"]))
+    # --eval-seeds is the old spelling of --train-seeds (it never meant mask seeds here)
+    assert parser.parse_args(["--eval-seeds", "4"]).train_seeds == (4,)
+    assert "--eval-seeds is deprecated; use --train-seeds" in capsys.readouterr().err
+    assert spec_from_args("dqf", parser.parse_args(["--eval-splits", "ood"])).eval_splits == ("ood",)
+
+
 def test_a_second_run_of_an_existing_study_is_refused_before_ray_starts(tmp_path, capsys):
     from affectune.studies.cli import study_main
 
@@ -282,7 +341,7 @@ def test_a_second_run_of_an_existing_study_is_refused_before_ray_starts(tmp_path
                                 "method": "dqf", "dataset": DATASET, "fingerprint": "fp",
                                 "code_version": "0"})
     with pytest.raises(SystemExit) as exc:
-        study_main("dqf", ["paper"], "d", argv=["--name", "taken", "--storage", str(tmp_path),
+        study_main("dqf", "d", argv=["--name", "taken", "--storage", str(tmp_path),
                                                 "--dataset", DATASET])
     assert "already has 1 trials" in str(exc.value) and "--resume" in str(exc.value)
     assert len(open_store(str(tmp_path)).trials("taken")) == 1  # nothing overwritten

@@ -31,24 +31,47 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
-def build_parser(method: str, spaces: list[str], description: str, defaults: dict) -> argparse.ArgumentParser:
-    d = defaults
+SCRIPT_DEFAULTS = {"trials": 6, "concurrent": 2, "train_seeds": (0, 1), "mask_seeds": (0, 1, 2)}
+"""Study-run defaults a script may change through `defaults=` (budget and seeds, not the model's)."""
+
+BASE_FLAGS = ("epochs", "batch_size", "lr", "patience", "hidden")
+"""Flags that override the method's base train config when given (default: the method's own)."""
+
+
+def build_parser(method: str, description: str, defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The flags of a study script of `method`: `--space` choices are the method's registered spaces,
+    `--preset` its named presets; the base config comes from the method (see `base_config_from_args`)."""
+    from affectune.models import model_class
+    from affectune.search_spaces import list_spaces
+
+    d = {**SCRIPT_DEFAULTS, **(defaults or {})}
+    spaces = [name for _, name in list_spaces(method)]
+    if not spaces:
+        raise SystemExit(f"method {method!r} registers no search space (affectune.search_spaces.register_space)")
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=d.get("name", f"{method}-search"), help="study name (store partition)")
     p.add_argument("--dataset", default=d.get("dataset", "synthetic:mosi"),
                    help="synthetic preset (synthetic:mosi|mosei|iemocap|meld[?opts]) or mmsa:/path, merbench:/dir")
-    p.add_argument("--scale", type=float, default=d.get("scale"),
-                   help="synthetic only: dataset size as a fraction of the preset (adds ?scale=)")
+    p.add_argument("--scale", type=float, default=None,
+                   help=f"synthetic only: dataset size as a fraction of the preset (adds ?scale=; "
+                        f"default {d.get('synthetic_scale', 1.0):g} for synthetic sources)")
     p.add_argument("--samples", type=int, default=None,
                    help="synthetic only: about this many train+valid+test samples (sets scale)")
-    p.add_argument("--space", choices=spaces, default=d.get("space", spaces[0]), help="search space")
-    p.add_argument("--epochs", type=int, default=d.get("epochs", 4), help="max epochs per trial")
-    p.add_argument("--trials", type=int, default=d.get("trials", 6), help="trials the searcher proposes")
-    p.add_argument("--concurrent", type=int, default=d.get("concurrent", 2), help="trials at the same time")
-    p.add_argument("--hidden", type=int, default=d.get("hidden", 24), help="model hidden size (base config)")
-    p.add_argument("--batch-size", type=int, default=d.get("batch_size", 32))
-    p.add_argument("--lr", type=float, default=d.get("lr", 2e-3), help="learning rate (base config)")
+    p.add_argument("--space", choices=spaces, default=d.get("space", "paper" if "paper" in spaces else spaces[0]),
+                   help="search space (registered in the method's model file)")
+    p.add_argument("--preset", choices=sorted(model_class(method).presets) or None, default=None,
+                   help="start from the method's named train config (e.g. paper) instead of its study defaults")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs per trial (default: the method's)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without improvement before a trial stops early (default: the method's)")
+    p.add_argument("--hidden", type=int, default=None, help="model hidden size (default: the method's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the method's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any train or model config field of the base config (JSON value); repeatable")
+    p.add_argument("--trials", type=int, default=d["trials"], help="trials the searcher proposes")
+    p.add_argument("--concurrent", type=int, default=d["concurrent"], help="trials at the same time")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -58,65 +81,110 @@ def build_parser(method: str, spaces: list[str], description: str, defaults: dic
                    help="auto: in_process for 1-worker CPU trials, Ray Train otherwise")
     p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
                    help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--eval-seeds", type=_seeds, default=d.get("eval_seeds", (0, 1)),
-                   help="train seeds of the final evaluation of the selected configs")
-    p.add_argument("--mask-seeds", type=_seeds, default=d.get("mask_seeds", (0, 1, 2)),
-                   help="mask seeds of the test grid")
+    _add_evaluation_flags(p, d)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", default=REPO_RESULTS, help="study store root (local dir or s3://...)")
     p.add_argument("--ray-storage", default=None, help="Tune storage_path (default STORAGE/ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: local Ray")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     p.add_argument("--smoke-test", action="store_true",
-                   help="3 trials x 1 epoch on a tiny dataset: exercises Train, Tune, Optuna, the grid and the store")
-    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+                   help="3 trials x 1 epoch (tiny dataset when synthetic): exercises Train, Tune, Optuna, "
+                        "the grid and the store")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output (banner, tables, hints)")
+    p.set_defaults(synthetic_scale=d.get("synthetic_scale"))
     return p
 
 
+def _add_evaluation_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    """Selection and final-evaluation flags (`--eval-seeds` is the old spelling of `--train-seeds`)."""
+    from affectune.train_cli import DeprecatedAlias
+
+    p.add_argument("--top-k", type=int, default=1, help="configs selected on validation (single objective)")
+    p.add_argument("--train-seeds", type=_seeds, default=d["train_seeds"],
+                   help="train seeds of the final evaluation of the selected configs")
+    p.add_argument("--eval-seeds", type=_seeds, dest="train_seeds", action=DeprecatedAlias, new="--train-seeds",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--mask-seeds", type=_seeds, default=d["mask_seeds"], help="mask seeds of the test grid")
+    p.add_argument("--eval-splits", type=_splits, default=None,
+                   help="splits of the final robustness grid (default: test, plus ood when the dataset has it)")
+
+
+def _splits(text: str) -> tuple[str, ...]:
+    splits = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not splits:
+        raise argparse.ArgumentTypeError(f"expected comma-separated split names, got {text!r}")
+    return splits
+
+
 def _dataset_source(args) -> str:
+    """`--dataset` with `--scale`/`--samples` (or the script's default scale, synthetic sources only)."""
     source = args.dataset
-    extra = []
-    if args.scale is not None and args.samples is None:
-        extra.append(f"scale={args.scale:g}")
+    synthetic = source.startswith("synthetic:")
+    if (args.scale is not None or args.samples is not None) and not synthetic:
+        raise SystemExit(f"--scale/--samples apply to synthetic datasets only, not {source!r}")
+    scale = args.scale
     if args.samples is not None:
         from affectune.data.synthetic import PRESETS
 
         preset = source.split(":", 1)[1].split("?", 1)[0]
         if preset not in PRESETS:
             raise SystemExit(f"--samples: unknown synthetic preset {preset!r} (have {sorted(PRESETS)})")
-        extra.append(f"scale={min(4.0, args.samples / sum(PRESETS[preset].sizes)):.4g}")
-    if extra:
-        if not source.startswith("synthetic:"):
-            raise SystemExit("--scale/--samples apply to synthetic datasets only")
-        source += ("&" if "?" in source else "?") + "&".join(extra)
-    return source
+        scale = min(4.0, args.samples / sum(PRESETS[preset].sizes))
+    elif scale is None and synthetic and "scale=" not in source:
+        scale = args.synthetic_scale  # the script's default size, for synthetic sources only
+    if scale is None:
+        return source
+    return source + ("&" if "?" in source else "?") + f"scale={scale:.4g}"
+
+
+def base_config_from_args(method: str, args) -> dict:
+    """The trials' base train config: the method's `study_defaults` (or `--preset NAME`), then the
+    flags given (`--epochs`, `--lr`, ...), then `--set` pairs; routed by `route_overrides`."""
+    from affectune.models import model_class
+    from affectune.search_spaces import route_overrides
+    from affectune.train_cli import parse_value
+
+    cls = model_class(method)
+    flags = {k: getattr(args, k) for k in BASE_FLAGS if getattr(args, k) is not None}
+    pairs = dict(item.partition("=")[::2] for item in args.set)
+    try:
+        start = cls.preset(args.preset, args.dataset) if args.preset else cls.study_defaults
+        config = route_overrides(method, route_overrides(method, {}, start), flags)
+        return route_overrides(method, config, {k.strip(): parse_value(v) for k, v in pairs.items()})
+    except KeyError as e:
+        raise SystemExit(f"error: {e.args[0]}") from None
+
+
+def _apply_smoke_test(method: str, args) -> None:
+    """--smoke-test: 3 trials x 1 epoch, one train and one mask seed, 5% of a synthetic preset."""
+    args.trials, args.epochs = min(args.trials, 3), 1
+    args.train_seeds, args.mask_seeds = (args.seed,), (0,)
+    if args.scale is None and args.samples is None:
+        args.synthetic_scale = 0.05  # ignored for file sources
+    if args.name == f"{method}-search":
+        args.name = f"{method}-smoke"
+    if args.execution == "auto":  # the smoke test exists to exercise Ray Train, so never skip it
+        args.execution = "train"
 
 
 def spec_from_args(method: str, args) -> StudySpec:
     if args.smoke_test:
-        args.trials, args.epochs, args.eval_seeds = min(args.trials, 3), 1, (args.seed,)
-        args.mask_seeds = (0,)
-        if args.scale is None and args.samples is None and args.dataset.startswith("synthetic:"):
-            args.scale = 0.05
-        if args.name == f"{method}-search":
-            args.name = f"{method}-smoke"
-        if args.execution == "auto":  # the smoke test exists to exercise Ray Train, so never skip it
-            args.execution = "train"
+        _apply_smoke_test(method, args)
     objectives = []
     for text in args.objective or ["objective"]:
         metric, _, mode = text.partition(":")
         objectives.append((metric, mode or None))
+    extra = {"eval_splits": args.eval_splits} if args.eval_splits else {}
     return StudySpec(
         name=args.name, method=method, dataset=_dataset_source(args), search_space=args.space,
-        base_config={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "model_config": {"hidden": args.hidden}, "patience": max(2, args.epochs)},
+        base_config=base_config_from_args(method, args),
         num_trials=args.trials, max_concurrent=args.concurrent, objectives=tuple(objectives),
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, resources_per_worker=args.worker_resources,
         execution=args.execution, storage=args.storage, ray_storage_path=args.ray_storage,
-        top_k=args.top_k, eval_seeds=args.eval_seeds, mask_seeds=args.mask_seeds, seed=args.seed,
-        verbose=0 if args.quiet else 1,
+        top_k=args.top_k, train_seeds=args.train_seeds, mask_seeds=args.mask_seeds, seed=args.seed,
+        verbose=2 if args.verbose else 0 if args.quiet else 1, **extra,
     )
 
 
@@ -137,7 +205,7 @@ def format_result(result, spec: StudySpec) -> str:
         stats = result.eval_validation.get(trial_id, {})
         shown = [k for k in stats if k.startswith("valmask_")] + [k for k in stats if k.startswith("val_")]
         if stats:
-            n = len(spec.eval_seeds)
+            n = len(spec.train_seeds)
             lines.append(f"validation over {n} train seed(s): " + ", ".join(
                 f"{k}={m:.4f}" + (f"±{s:.4f}" if math.isfinite(s) else "") for k, (m, s) in
                 ((k, stats[k]) for k in shown)))
@@ -149,11 +217,14 @@ def format_result(result, spec: StudySpec) -> str:
     return "\n".join(lines)
 
 
-def study_main(method: str, spaces: list[str], description: str, argv=None, defaults: dict | None = None):
-    """Parse flags, run the study, print the summary; returns the StudyResult."""
+def study_main(method: str, description: str, argv=None, defaults: dict | None = None):
+    """Parse flags, run the study, print the summary; returns the StudyResult.
+
+    `defaults` may set the script's name, dataset, synthetic_scale, space, trials, concurrent,
+    train_seeds and mask_seeds; the base train config is the method's (`study_defaults`)."""
     from affectune.studies.runner import StudyExists, run_study
 
-    args = build_parser(method, spaces, description, defaults or {}).parse_args(argv)
+    args = build_parser(method, description, defaults).parse_args(argv)
     spec = spec_from_args(method, args)
     try:
         result = run_study(spec, address=args.address, resume=args.resume)

@@ -9,9 +9,13 @@ Phases:
    StudySpec.execution) on the validation-only view of the dataset and writes its own store row.
 2. selection on validation only: the top_k trials by the first objective (single objective) or
    the Pareto set (several objectives), from the store's trial rows.
-3. final evaluation: each selected config is trained with every eval seed (the search run is reused
-   for the search seed), and every resulting model is evaluated once on the test robustness grid;
-   curves and AUILC summary go to the store with lineage.
+3. final evaluation: each selected config is trained with every train seed (the search run is
+   reused for the search seed), and every resulting model is evaluated once on the robustness grid
+   of each eval split (StudySpec.eval_splits: test, plus ood when the dataset has it); curves and
+   AUILC summary, both with a `split` column, go to the store with lineage.
+
+run_study reads as its steps: _open_store_for -> init_ray -> _prepare -> _search -> _select ->
+_evaluate_selected (_plan_runs, _retrain, _test_grids, _store_grid).
 
 What Optuna learns from a trial ASHA stopped: its objective values at its best epoch so far
 (`best_<metric>`), told as a COMPLETE trial. ASHA stopped it because it was worse than its peers at
@@ -27,11 +31,14 @@ import os
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from affectune.metrics import pareto_front
 from affectune.studies.spec import StudySpec
 from affectune.studies.trial import TrialContext, search_view, trial_trainable
 
@@ -166,104 +173,198 @@ def _base_config(spec: StudySpec, objectives) -> dict:
 
 
 # --------------------------------------------------------------------------- the study
-def run_study(spec: StudySpec, address: str | None = None, resume: bool = False) -> StudyResult:
-    """Run (or with `resume=True` continue) the study; see the module docstring."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+@dataclass
+class _Study:
+    """What the steps of one study share once the dataset is loaded."""
 
-    from affectune import code_version
-    from affectune.data import load
+    spec: StudySpec
+    store: Any
+    dataset: Any
+    objectives: tuple
+    space: Any
+    base: dict
+    ctx: TrialContext
+    refs: dict
+
+    @property
+    def tune_path(self) -> str:
+        return f"{self.spec.tune_storage.rstrip('/')}/{self.spec.name}"
+
+
+def run_study(spec: StudySpec, address: str | None = None, resume: bool = False) -> StudyResult:
+    """Run (or with `resume=True` continue) the study; see the module docstring for the phases."""
+    store = _open_store_for(spec, resume)
+    init_ray(address)
+    study = _prepare(spec, store)
+    started = time.time()
+    finished = _search(study, resume)
+    search_wall = time.time() - started
+    if finished < spec.num_trials:  # Ctrl-C (or a driver stop): Tune saved its state; no selection yet
+        print(f"[affectune] study {spec.name!r} interrupted after {finished}/{spec.num_trials} trials; "
+              f"continue it with resume=True (--resume)", flush=True)
+        return StudyResult(name=spec.name, store_root=spec.storage, tune_path=study.tune_path,
+                           trials=store.trials(spec.name), selected=[], summary=pd.DataFrame(),
+                           curves=pd.DataFrame(), search_wall_s=search_wall, eval_wall_s=0.0, interrupted=True)
+    selected = _select(study)
+    started = time.time()
+    eval_validation, curves, summary = _evaluate_selected(study, selected)
+    return StudyResult(name=spec.name, store_root=spec.storage, tune_path=study.tune_path,
+                       trials=store.trials(spec.name), selected=selected, summary=summary, curves=curves,
+                       search_wall_s=search_wall, eval_wall_s=time.time() - started,
+                       eval_validation=eval_validation)
+
+
+def _open_store_for(spec: StudySpec, resume: bool):
+    """The study store; a study that already has trials is refused unless resumed (before Ray starts)."""
     from affectune.store import open_store
 
     store = open_store(spec.storage)
     existing = store.trials(spec.name)
-    if len(existing) and not resume:  # checked before Ray starts: nothing is overwritten
+    if len(existing) and not resume:  # nothing is overwritten
         raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
                           "pass resume=True (--resume) to continue it, or choose another name (--name)")
-    init_ray(address)
+    return store
 
-    dataset = load(spec.dataset)  # the driver loads once; trials get a reference
-    fingerprint = dataset.fingerprint
+
+def _prepare(spec: StudySpec, store) -> _Study:
+    """Load the dataset once (trials get a reference to its validation-only view), resolve the
+    objectives, space and base config, and write the study's row."""
+    import ray
+
+    from affectune import code_version
+    from affectune.data import load
+
+    dataset = load(spec.dataset)
+    spec.resolved_eval_splits(dataset)  # a missing eval split fails now, not after the search
     objectives = _resolve_objectives(spec, dataset)
     space = _space(spec)
     base = _base_config(spec, objectives)
-    execution = spec.resolved_execution
-
-    previous = store.studies(spec.name)
-    store.write_study({
-        "study": spec.name, "method": spec.method, "dataset": spec.dataset, "fingerprint": fingerprint,
-        "search_space": {**space.describe(), "helpers": list(space.helpers)},
-        "objective": [{"metric": m, "mode": mode} for m, mode in objectives],
-        "config": base, "code_version": code_version(),
-        "created": previous["created"].iloc[0] if len(previous) else None,
-        "num_trials": spec.num_trials, "execution": execution,
-        "workers_per_trial": spec.workers_per_trial, "gpus_per_worker": spec.gpus_per_worker,
-    })
-
     ctx = TrialContext(
-        study=spec.name, method=spec.method, dataset_source=spec.dataset, fingerprint=fingerprint,
+        study=spec.name, method=spec.method, dataset_source=spec.dataset, fingerprint=dataset.fingerprint,
         code_version=code_version(), store_root=spec.storage if "://" in spec.storage
         else os.path.abspath(spec.storage), base_config=base, helpers=tuple(space.helpers),
-        objectives=objectives, execution=execution, workers=spec.workers_per_trial,
+        objectives=objectives, execution=spec.resolved_execution, workers=spec.workers_per_trial,
         gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
         resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
     )
     # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
     refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}
-    trainable = _with_resources(spec, execution, tune.with_parameters(trial_trainable, ctx=ctx, refs=refs))
+    study = _Study(spec, store, dataset, objectives, space, base, ctx, refs)
+    _write_study_row(study)
+    return study
 
+
+def _write_study_row(study: _Study) -> None:
+    spec, previous = study.spec, study.store.studies(study.spec.name)
+    study.store.write_study({
+        "study": spec.name, "method": spec.method, "dataset": spec.dataset, "fingerprint": study.ctx.fingerprint,
+        "search_space": {**study.space.describe(), "helpers": list(study.space.helpers)},
+        "objective": [{"metric": m, "mode": mode} for m, mode in study.objectives],
+        "config": study.base, "code_version": study.ctx.code_version,
+        "created": previous["created"].iloc[0] if len(previous) else None,
+        "num_trials": spec.num_trials, "execution": study.ctx.execution,
+        "workers_per_trial": spec.workers_per_trial, "gpus_per_worker": spec.gpus_per_worker,
+    })
+
+
+def _search(study: _Study, resume: bool) -> int:
+    """Phase 1: the Tune run (restored when resuming); returns how many trials ended."""
+    from ray import tune
+
+    spec = study.spec
+    trainable = _with_resources(spec, study.ctx.execution,
+                                tune.with_parameters(trial_trainable, ctx=study.ctx, refs=study.refs))
+    if resume and tune.Tuner.can_restore(study.tune_path):
+        print(f"[affectune] resuming study {spec.name!r} from {study.tune_path}", flush=True)
+        tuner = tune.Tuner.restore(study.tune_path, trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(study),
+                           run_config=_run_config(spec, spec.name, study.objectives[0][0]))
+    with tune_output(spec.verbose):
+        grid = tuner.fit()
+    return grid.num_terminated + grid.num_errors
+
+
+def _tune_config(study: _Study):
+    """OptunaSearch on the space (best-so-far objectives, see the module docstring) and ASHA."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec, objectives = study.spec, study.objectives
     first_metric, first_mode = objectives[0]
-    epochs = int(base.get("epochs", 20))
+    epochs = _max_epochs(study)
     searcher = OptunaSearch(
-        space=space.define,
+        space=study.space.define,
         metric=[f"best_{m}" for m, _ in objectives] if spec.multi_objective else f"best_{first_metric}",
         mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,
-        sampler=_sampler(space, spec),
+        sampler=_sampler(study.space, spec),
     )
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric=first_metric, mode=first_mode,
-                               max_t=max(epochs, 1), grace_period=min(spec.grace_period, epochs),
+                               max_t=epochs, grace_period=min(spec.grace_period, epochs),
                                reduction_factor=spec.reduction_factor) if spec.use_asha else None)
-    run_config = tune.RunConfig(
-        name=spec.name, storage_path=spec.tune_storage,
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        verbose=0, callbacks=[ProgressLine(spec.name, objectives[0][0])] if spec.verbose else None,
-    )
-    tune_path = f"{spec.tune_storage.rstrip('/')}/{spec.name}"
-    started = time.time()
-    if resume and tune.Tuner.can_restore(tune_path):
-        print(f"[affectune] resuming study {spec.name!r} from {tune_path}", flush=True)
-        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
-            max_concurrent_trials=spec.max_concurrent), run_config=run_config)
-    grid = tuner.fit()
-    search_wall = time.time() - started
-    finished = grid.num_terminated + grid.num_errors
-    if finished < spec.num_trials:  # Ctrl-C (or a driver stop): Tune saved its state; no selection yet
-        print(f"[affectune] study {spec.name!r} interrupted after {finished}/{spec.num_trials} trials; "
-              f"continue it with resume=True (--resume)", flush=True)
-        return StudyResult(name=spec.name, store_root=spec.storage, tune_path=tune_path,
-                           trials=store.trials(spec.name), selected=[], summary=pd.DataFrame(),
-                           curves=pd.DataFrame(), search_wall_s=search_wall, eval_wall_s=0.0, interrupted=True)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
+                           max_concurrent_trials=spec.max_concurrent)
 
-    # ---- selection on validation only, from the rows the trials wrote
-    trials = store.trials(spec.name)
-    selected, pareto = select_trials(trials, objectives, spec.top_k)
-    store.mark_trials(spec.name, selected=selected, pareto=pareto)
 
-    # ---- final evaluation: train seeds, then the test grid once per model
-    started = time.time()
-    eval_validation, curves, summary = _evaluate_selected(spec, ctx, refs, store, dataset, objectives,
-                                                          selected, trials, _with_resources)
-    eval_wall = time.time() - started
-    result = StudyResult(name=spec.name, store_root=spec.storage, tune_path=tune_path,
-                         trials=store.trials(spec.name), selected=selected, summary=summary, curves=curves,
-                         search_wall_s=search_wall, eval_wall_s=eval_wall, eval_validation=eval_validation)
-    return result
+def _max_epochs(study: _Study) -> int:
+    """The base config's epoch budget (TrainConfig's default when the base config sets none)."""
+    from affectune.train import TrainConfig
+
+    return max(1, TrainConfig.from_dict({**study.base, "model": study.spec.method}).epochs)
+
+
+def _run_config(spec: StudySpec, name: str, progress_metric: str):
+    """Tune's RunConfig: our one-line progress (unless verbose=0); Tune's own output only at verbose=2."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback()]  # result files; no TensorBoard logger
+    if spec.verbose:
+        callbacks.append(ProgressLine(name, progress_metric))
+    return tune.RunConfig(name=name, storage_path=spec.tune_storage,
+                          failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          verbose=1 if spec.verbose >= 2 else 0, callbacks=callbacks)
+
+
+@contextmanager
+def tune_output(verbose: int):
+    """Below verbose=2: no Tune banner ("View detailed results here"), status table, TensorBoard
+    hint or INFO log lines (Tune's, Optuna's); the legacy reporter at verbosity 0 prints nothing
+    and no TensorBoard logger is added. Everything is restored on exit."""
+    import logging
+
+    import optuna
+
+    if verbose >= 2:
+        yield
+        return
+    keys = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    saved = {k: os.environ.get(k) for k in keys}
+    tune_logger, optuna_level = logging.getLogger("ray.tune"), optuna.logging.get_verbosity()
+    tune_level = tune_logger.level
+    os.environ.update(keys)
+    tune_logger.setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        tune_logger.setLevel(tune_level)
+        optuna.logging.set_verbosity(optuna_level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _select(study: _Study) -> list[str]:
+    """Phase 2: selection on validation only, from the rows the trials wrote; marked in the store."""
+    trials = study.store.trials(study.spec.name)
+    selected, pareto = select_trials(trials, study.objectives, study.spec.top_k)
+    study.store.mark_trials(study.spec.name, selected=selected, pareto=pareto)
+    return selected
 
 
 def _with_resources(spec: StudySpec, execution: str, trainable):
@@ -279,18 +380,6 @@ def _with_resources(spec: StudySpec, execution: str, trainable):
 
 
 # --------------------------------------------------------------------------- selection
-def pareto_front(values: np.ndarray, modes: list[str]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of `values` (n, k) under per-column modes."""
-    signed = np.where(np.array(modes) == "max", values, -values)  # larger is better in every column
-    n = len(signed)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        others = np.delete(signed, i, axis=0)
-        dominated = np.any(np.all(others >= signed[i], axis=1) & np.any(others > signed[i], axis=1))
-        keep[i] = not dominated
-    return keep
-
-
 def select_trials(trials: pd.DataFrame, objectives, top_k: int) -> tuple[list[str], list[str]]:
     """(selected ids, pareto ids) from validation columns best_<metric> only.
 
@@ -317,9 +406,124 @@ def select_trials(trials: pd.DataFrame, objectives, top_k: int) -> tuple[list[st
 
 
 # --------------------------------------------------------------------------- final evaluation
-def _evaluate_checkpoint(store_root: str, path: str, dataset, mask_seeds, patterns, fills,
+def _evaluate_selected(study: _Study, selected: list[str]) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Phase 3: each selected config with every train seed (retrained where the search run does
+    not cover the seed), each model once on the robustness grid of every eval split; curves and
+    AUILC summaries go to the store with lineage. Returns (validation stats, curves, summary)."""
+    if not selected:
+        return {}, pd.DataFrame(), pd.DataFrame()
+    rows = study.store.trials(study.spec.name).set_index("trial_id")
+    checkpoints, retrain = _plan_runs(study.spec, rows, selected)
+    validation = {(t, int(rows.loc[t, "seed"])): _val_columns(rows.loc[t]) for t in selected}
+    if retrain:
+        ckpts, metrics = _retrain(study, retrain)
+        checkpoints.update(ckpts)
+        validation.update(metrics)
+    grids = _test_grids(study, selected, checkpoints)
+    all_curves, all_summaries, eval_validation = [], [], {}
+    for trial_id in selected:
+        curves, summary = _store_grid(study, trial_id, json.loads(rows.loc[trial_id, "config"]), grids[trial_id])
+        all_curves.append(curves.assign(trial_id=trial_id))
+        all_summaries.append(summary.assign(trial_id=trial_id))
+        eval_validation[trial_id] = _mean_std([validation[(trial_id, s)] for s in study.spec.train_seeds
+                                               if (trial_id, s) in validation])
+    return eval_validation, pd.concat(all_curves, ignore_index=True), pd.concat(all_summaries, ignore_index=True)
+
+
+def _val_columns(row) -> dict:
+    """The validation metric columns (val_*, valmask_*) of a trial row or a metrics record."""
+    return {k: row[k] for k in row.index if str(k).startswith(("val_", "valmask_"))}
+
+
+def _plan_runs(spec: StudySpec, rows: pd.DataFrame, selected: list[str]) -> tuple[dict, list[dict]]:
+    """(trial_id, train seed) -> checkpoint for the runs the search already made (its own seed),
+    and the retrain entries for the other train seeds."""
+    checkpoints: dict[tuple[str, int], str] = {}
+    retrain = []
+    for trial_id in selected:
+        row = rows.loc[trial_id]
+        config, params = json.loads(row["config"]), json.loads(row["params"])
+        for seed in spec.train_seeds:
+            if seed == int(row["seed"]) and isinstance(row.get("checkpoint_path"), str):
+                checkpoints[(trial_id, seed)] = row["checkpoint_path"]
+            else:
+                retrain.append({"trial_id": trial_id, "seed": seed, "config": config, "params": params,
+                                "artifact_name": f"{trial_id}-seed{seed}"})
+    return checkpoints, retrain
+
+
+def _retrain(study: _Study, retrain: list[dict]) -> tuple[dict, dict]:
+    """Train the retrain entries as a Tune grid over their indices (the entries travel with the
+    trainable); returns their checkpoints and best-epoch validation metrics by (trial_id, seed)."""
+    from ray import tune
+
+    spec = study.spec
+    eval_ctx = TrialContext(**{**study.ctx.__dict__, "phase": "eval"})
+    trainable = _with_resources(spec, study.ctx.execution, tune.with_parameters(
+        trial_trainable, ctx=eval_ctx, refs={**study.refs, "eval_runs": retrain}))
+    tuner = tune.Tuner(trainable, param_space={"eval_run": tune.grid_search(list(range(len(retrain))))},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
+                       run_config=_run_config(spec, f"{spec.name}-eval", study.objectives[0][0]))
+    with tune_output(spec.verbose):
+        results = tuner.fit()
+    checkpoints, metrics = {}, {}
+    for result in results:
+        entry = retrain[result.config["eval_run"]]
+        if result.error is not None:
+            raise RuntimeError(f"study {spec.name!r}: evaluation run of trial {entry['trial_id']} with seed "
+                               f"{entry['seed']} failed: {result.error}")
+        key = (entry["trial_id"], int(entry["seed"]))
+        checkpoints[key] = f"{study.store.base.rstrip('/')}/artifacts/study={spec.name}/{entry['artifact_name']}/best.pt"
+        history = result.metrics_dataframe
+        best = history.loc[history["best_epoch"] == history["epoch"]].iloc[-1] if history is not None \
+            and len(history) else pd.Series(result.metrics)
+        metrics[key] = _val_columns(best)
+    return checkpoints, metrics
+
+
+def _test_grids(study: _Study, selected: list[str], checkpoints: dict) -> dict[str, pd.DataFrame]:
+    """The robustness grid on every eval split, once per (selected config, train seed): Ray tasks
+    with the workers' resources (parallel, one torch thread per CPU: oversubscribed threads are 10x
+    slower on a shared host). Returns trial_id -> curves with a train_seed column."""
+    import ray
+
+    spec = study.spec
+    splits = spec.resolved_eval_splits(study.dataset)
+    full_ref = ray.put(study.dataset)
+    evaluate_one = ray.remote(_evaluate_checkpoint).options(
+        num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker or 0,
+        resources=dict(spec.resources_per_worker) or None)
+    pending = {(t, s): evaluate_one.remote(study.ctx.store_root, checkpoints[(t, s)], full_ref, splits,
+                                           spec.mask_seeds, spec.patterns, spec.fills, spec.cpus_per_worker,
+                                           spec.gpus_per_worker)
+               for t in selected for s in spec.train_seeds}
+    return {t: pd.concat([ray.get(pending[(t, s)]).assign(train_seed=s) for s in spec.train_seeds],
+                         ignore_index=True) for t in selected}
+
+
+def _store_grid(study: _Study, trial_id: str, config: dict, curves: pd.DataFrame):
+    """Write one selected config's curves and AUILC summary (per split) with lineage."""
+    lineage = {"method": study.spec.method, "dataset": study.spec.dataset, "fingerprint": study.ctx.fingerprint,
+               "code_version": study.ctx.code_version, "config": config}
+    summary = _summary_over_seeds(curves)
+    study.store.write_curves(study.spec.name, trial_id, curves, lineage=lineage)
+    study.store.write_summary(study.spec.name, trial_id, summary, lineage=lineage)
+    return curves, summary
+
+
+def _mean_std(runs: list[dict]) -> dict[str, tuple[float, float]]:
+    """metric -> (mean, std over runs; NaN std for one run)."""
+    stats = {}
+    for k in sorted(set().union(*runs)) if runs else []:
+        vals = np.array([float(r[k]) for r in runs if k in r and r[k] is not None], dtype=float)
+        stats[k] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
+    return stats
+
+
+def _evaluate_checkpoint(store_root: str, path: str, dataset, splits, mask_seeds, patterns, fills,
                          cpus: float, gpus: float) -> pd.DataFrame:
-    """Test-grid curves of one checkpoint (runs as a Ray task; the only place test is read)."""
+    """Robustness-grid curves of one checkpoint on each split (a Ray task; the only place the
+    evaluation splits are read)."""
     import torch
 
     from affectune.evaluate import robustness
@@ -330,89 +534,8 @@ def _evaluate_checkpoint(store_root: str, path: str, dataset, mask_seeds, patter
     with tempfile.TemporaryDirectory(prefix="affectune-eval-") as tmp:
         local = open_store(store_root).fetch_artifact(path, os.path.join(tmp, "best.pt"))
         model, _ = load_checkpoint(local, device="cuda" if gpus and torch.cuda.is_available() else "cpu")
-    result = robustness(model, dataset, split="test", seeds=mask_seeds, patterns=patterns, fills=fills)
-    return result.curves
-
-
-def _evaluate_selected(spec, ctx, refs, store, dataset, objectives, selected, trials, with_resources):
-    import ray
-    from ray import tune
-
-    rows = trials.set_index("trial_id")
-    # (trial_id, train seed) -> checkpoint path in the store; the search run covers its own seed.
-    checkpoints: dict[tuple[str, int], str] = {}
-    retrain = []
-    for trial_id in selected:
-        row = rows.loc[trial_id]
-        config, params = json.loads(row["config"]), json.loads(row["params"])
-        for seed in spec.eval_seeds:
-            if seed == int(row["seed"]) and isinstance(row.get("checkpoint_path"), str):
-                checkpoints[(trial_id, seed)] = row["checkpoint_path"]
-            else:
-                retrain.append({"trial_id": trial_id, "seed": seed, "config": config, "params": params,
-                                "artifact_name": f"{trial_id}-seed{seed}"})
-    eval_validation: dict[str, dict] = {}
-    metrics_by_run: dict[tuple[str, int], dict] = {}
-    for trial_id in selected:
-        row = rows.loc[trial_id]
-        metrics_by_run[(trial_id, int(row["seed"]))] = {k: row[k] for k in row.index
-                                                        if str(k).startswith(("val_", "valmask_"))}
-    if retrain:
-        eval_ctx = TrialContext(**{**ctx.__dict__, "phase": "eval"})
-        # The grid is over run indices; the runs themselves travel with the trainable's parameters.
-        trainable = with_resources(spec, ctx.execution, tune.with_parameters(
-            trial_trainable, ctx=eval_ctx, refs={**refs, "eval_runs": retrain}))
-        tuner = tune.Tuner(trainable, param_space={"eval_run": tune.grid_search(list(range(len(retrain))))},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
-                           run_config=tune.RunConfig(name=f"{spec.name}-eval", storage_path=spec.tune_storage,
-                                                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                                     verbose=0,
-                                                     callbacks=[ProgressLine(f"{spec.name}-eval", objectives[0][0])]
-                                                     if spec.verbose else None))
-        for result in tuner.fit():
-            entry = retrain[result.config["eval_run"]]
-            if result.error is not None:
-                raise RuntimeError(f"study {spec.name!r}: evaluation run of trial {entry['trial_id']} with seed "
-                                   f"{entry['seed']} failed: {result.error}")
-            key = (entry["trial_id"], int(entry["seed"]))
-            checkpoints[key] = (f"{store.base.rstrip('/')}/artifacts/study={spec.name}/"
-                                f"{entry['artifact_name']}/best.pt")
-            history = result.metrics_dataframe
-            best = history.loc[history["best_epoch"] == history["epoch"]].iloc[-1] if history is not None \
-                and len(history) else pd.Series(result.metrics)
-            metrics_by_run[key] = {k: best[k] for k in best.index if str(k).startswith(("val_", "valmask_"))}
-
-    # The test grid, once per (selected config, train seed): Ray tasks with the workers' resources
-    # (parallel, one torch thread per CPU: oversubscribed threads are 10x slower on a shared host).
-    full_ref = ray.put(dataset)
-    evaluate_one = ray.remote(_evaluate_checkpoint).options(
-        num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker or 0,
-        resources=dict(spec.resources_per_worker) or None)
-    pending = {(t, s): evaluate_one.remote(ctx.store_root, checkpoints[(t, s)], full_ref, spec.mask_seeds,
-                                           spec.patterns, spec.fills, spec.cpus_per_worker, spec.gpus_per_worker)
-               for t in selected for s in spec.eval_seeds}
-    all_curves, all_summaries = [], []
-    for trial_id in selected:
-        config = json.loads(rows.loc[trial_id, "config"])
-        lineage = {"method": spec.method, "dataset": spec.dataset, "fingerprint": ctx.fingerprint,
-                   "code_version": ctx.code_version, "config": config}
-        curves = pd.concat([ray.get(pending[(trial_id, s)]).assign(train_seed=s) for s in spec.eval_seeds],
-                           ignore_index=True)
-        summary = _summary_over_seeds(curves)
-        store.write_curves(spec.name, trial_id, curves, lineage=lineage)
-        store.write_summary(spec.name, trial_id, summary, lineage=lineage)
-        all_curves.append(curves.assign(trial_id=trial_id))
-        all_summaries.append(summary.assign(trial_id=trial_id))
-        runs = [metrics_by_run[(trial_id, s)] for s in spec.eval_seeds if (trial_id, s) in metrics_by_run]
-        keys = sorted(set().union(*runs)) if runs else []
-        stats = {}
-        for k in keys:
-            vals = np.array([float(r[k]) for r in runs if k in r and r[k] is not None], dtype=float)
-            stats[k] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
-        eval_validation[trial_id] = stats
-    if all_curves:
-        return eval_validation, pd.concat(all_curves, ignore_index=True), pd.concat(all_summaries, ignore_index=True)
-    return eval_validation, pd.DataFrame(), pd.DataFrame()
+    return pd.concat([robustness(model, dataset, split=split, seeds=mask_seeds, patterns=patterns,
+                                 fills=fills).curves for split in splits], ignore_index=True)
 
 
 def _summary_over_seeds(curves: pd.DataFrame) -> pd.DataFrame:

@@ -60,10 +60,13 @@ class StudySpec:
     """Tune retries of a failing trial before it is recorded as failed."""
     top_k: int = 1
     """Configs selected on validation for evaluation (single objective)."""
-    eval_seeds: tuple = (0,)
+    train_seeds: tuple = (0,)
     """Train seeds each selected config is trained with for the final evaluation."""
     mask_seeds: tuple = (0, 1, 2)
     """Mask seeds of the test robustness grid."""
+    eval_splits: tuple | None = None
+    """Splits the final robustness grid runs on; None = "test", plus "ood" when the dataset has it.
+    Never "train" or "valid" (those are the search's)."""
     patterns: tuple = ("random",)
     """Test-grid mask patterns ("random", "block")."""
     fills: tuple = ("zero",)
@@ -112,13 +115,19 @@ class StudySpec:
         need(bool(self.storage), "storage (the store root) must be set")
         need(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
         need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
-        self.eval_seeds = tuple(int(s) for s in self.eval_seeds)
+        self.train_seeds = tuple(int(s) for s in self.train_seeds)
         self.mask_seeds = tuple(int(s) for s in self.mask_seeds)
-        need(len(self.eval_seeds) >= 1 and len(set(self.eval_seeds)) == len(self.eval_seeds),
-             f"eval_seeds must be distinct and non-empty, got {self.eval_seeds}")
+        need(len(self.train_seeds) >= 1 and len(set(self.train_seeds)) == len(self.train_seeds),
+             f"train_seeds must be distinct and non-empty, got {self.train_seeds}")
         need(len(self.mask_seeds) >= 1 and len(set(self.mask_seeds)) == len(self.mask_seeds),
              f"mask_seeds must be distinct and non-empty, got {self.mask_seeds}")
         self.patterns, self.fills = tuple(self.patterns), tuple(self.fills)
+        if self.eval_splits is not None:
+            self.eval_splits = tuple(str(s) for s in self.eval_splits)
+            need(len(self.eval_splits) >= 1 and len(set(self.eval_splits)) == len(self.eval_splits),
+                 f"eval_splits must be distinct and non-empty, got {self.eval_splits}")
+            need(not {"train", "valid"} & set(self.eval_splits),
+                 f"eval_splits must not name the search's splits (train, valid), got {self.eval_splits}")
 
     @property
     def resolved_execution(self) -> str:
@@ -133,6 +142,15 @@ class StudySpec:
         path = self.ray_storage_path or (f"{self.storage.rstrip('/')}/ray" if "://" in self.storage
                                          else os.path.join(self.storage, "ray"))
         return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    def resolved_eval_splits(self, dataset) -> tuple[str, ...]:
+        """The final evaluation's splits for `dataset` (the default resolved; missing ones are an error)."""
+        splits = self.eval_splits or ("test", *(("ood",) if "ood" in dataset.splits else ()))
+        missing = [s for s in splits if s not in dataset.splits]
+        if missing:
+            raise ValueError(f"StudySpec {self.name!r}: eval_splits {missing} are not splits of {self.dataset!r} "
+                             f"(it has {sorted(dataset.splits)})")
+        return splits
 
     @property
     def multi_objective(self) -> bool:

@@ -151,43 +151,70 @@ def run_worker(worker_config: dict) -> None:
     """
     import ray
 
-    from affectune.train import CHECKPOINT_FILE, distributed_info, train_loop
+    from affectune.train import distributed_info, train_loop
 
     ctx: TrialContext = worker_config["ctx"]
-    config, params, trial_id = worker_config["config"], worker_config["params"], worker_config["trial_id"]
-    started, attempts = worker_config["started"], worker_config["attempts"]
     dataset = ray.get(worker_config["dataset_ref"][0])
     if ctx.phase == "search" and set(dataset.splits) - set(SEARCH_SPLITS):
         raise RuntimeError(f"search trials must receive the validation-only view of the dataset, got splits "
                            f"{sorted(dataset.splits)}")
-    in_train = ctx.execution == "train"
     rank = distributed_info()[0]
+    local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
+    rows = _TrialRows(worker_config, local_ckpt) if rank == 0 else None
     tracker = _Tracker(ctx.objectives, worker_config["num_parameters"])
-    store = _store(ctx) if rank == 0 else None
+    try:
+        train_loop({**worker_config["config"], "checkpoint_dir": local_ckpt},
+                   _reporter(ctx, tracker, rows), dataset=dataset)
+        if rows is not None:
+            rows.finish(tracker)  # normally already done at the last report; cheap and idempotent
+    finally:
+        if local_ckpt:
+            shutil.rmtree(local_ckpt, ignore_errors=True)
 
-    patience, epochs = config.get("patience", 10), int(config.get("epochs", 20))
 
-    def finish() -> None:
-        """Rank 0: persist the best checkpoint and write the completed row (idempotent)."""
-        ckpt_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
-        artifact = store.put_artifact(os.path.join(local_ckpt, CHECKPOINT_FILE), ctx.study, ckpt_name,
-                                      CHECKPOINT_FILE)
-        if ctx.phase == "search":
-            store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "completed", started,
-                                              attempts, checkpoint_path=artifact))
+class _TrialRows:
+    """Rank 0's writes: the provisional "stopped" row per epoch, the best checkpoint and the
+    "completed" row at the end (search phase); only the checkpoint in the eval phase."""
+
+    def __init__(self, worker_config: dict, local_ckpt: str):
+        self.w, self.local_ckpt = worker_config, local_ckpt
+        self.ctx: TrialContext = worker_config["ctx"]
+        self.store = _store(self.ctx)
+
+    def _row(self, tracker: _Tracker, status: str, **extra) -> dict:
+        w = self.w
+        return _row(self.ctx, w["trial_id"], w["params"], w["config"], tracker, status, w["started"],
+                    w["attempts"], **extra)
+
+    def provisional(self, tracker: _Tracker) -> None:
+        if self.ctx.phase == "search":
+            self.store.write_trial(self.ctx.study, self._row(tracker, "stopped"))
+
+    def finish(self, tracker: _Tracker) -> None:
+        from affectune.train import CHECKPOINT_FILE
+
+        ckpt_name = self.w["trial_id"] if self.ctx.phase == "search" else self.w["artifact_name"]
+        artifact = self.store.put_artifact(os.path.join(self.local_ckpt, CHECKPOINT_FILE), self.ctx.study,
+                                           ckpt_name, CHECKPOINT_FILE)
+        if self.ctx.phase == "search":
+            self.store.write_trial(self.ctx.study, self._row(tracker, "completed", checkpoint_path=artifact))
+
+
+def _reporter(ctx: TrialContext, tracker: _Tracker, rows: _TrialRows | None):
+    """The train loop's per-epoch callback: rows first (when Tune or ASHA stops the trial at this
+    report, code after it never runs), then the report to Tune (through Ray Train when in_train).
+    The loop's own `metrics["stop"]` (max epochs or patience used up) marks the last epoch, which
+    finishes the trial's row; no stopping rule is re-derived here."""
+    import ray
 
     def reporter(metrics: dict, checkpoint_dir: str | None) -> None:
         metrics = tracker.update(metrics)
-        # Rows first: when Tune or ASHA stops the trial at this report, code after it never runs.
-        # The loop's last epoch (max epochs, or patience used up) finishes the trial here.
-        epoch, best_epoch = int(metrics["epoch"]), int(metrics.get("best_epoch") or 0)
-        last = epoch >= epochs or (patience is not None and best_epoch and epoch - best_epoch >= patience)
-        if store is not None and last and best_epoch:
-            finish()
-        elif store is not None and ctx.phase == "search":
-            store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "stopped",
-                                              started, attempts))
-        if in_train:
+        if rows is not None:
+            if metrics.get("stop") and metrics.get("best_epoch"):
+                rows.finish(tracker)
+            else:
+                rows.provisional(tracker)
+        if ctx.execution == "train":
             from ray.train import Checkpoint
 
             checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -195,14 +222,7 @@ def run_worker(worker_config: dict) -> None:
         else:
             ray.tune.report(metrics)
 
-    local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
-    try:
-        train_loop({**config, "checkpoint_dir": local_ckpt}, reporter, dataset=dataset)
-        if rank == 0:
-            finish()  # normally already done at the last report; cheap and idempotent
-    finally:
-        if local_ckpt:
-            shutil.rmtree(local_ckpt, ignore_errors=True)
+    return reporter
 
 
 def _train_worker_entry(worker_config: dict) -> None:

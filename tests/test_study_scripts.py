@@ -1,0 +1,95 @@
+"""Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
+files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
+
+The scripts run as subprocesses, all at once, against one Ray session of this module (2 logical
+CPUs; Ray queues what does not fit), so the suite pays Ray's start-up once. Run under
+`flock /tmp/affectune-ray.lock` like the other Ray tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
+
+import ray  # noqa: E402
+
+from affectune.store import open_store  # noqa: E402
+from test_data_loaders import write_mmsa, write_merbench  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
+"""Every method's study script: a new method's script is covered without editing this file."""
+TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
+CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    ray.init(num_cpus=2, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, str]:
+    """Small files in the two user-file layouts (the loaders' own test fixtures)."""
+    root = tmp_path_factory.mktemp("user-files")
+    write_mmsa(root / "aligned_50.pkl", True, np.random.default_rng(0))
+    (root / "merbench").mkdir()
+    write_merbench(root / "merbench", np.random.default_rng(1))
+    return {"mmsa": f"mmsa:{root / 'aligned_50.pkl'}", "merbench": f"merbench:{root / 'merbench'}"}
+
+
+@pytest.fixture(scope="module")
+def runs(ray_address, sources, tmp_path_factory) -> dict:
+    """(script, format, smoke) -> (completed process, store root): every case started at once."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    started = {}
+    for script in SCRIPTS:
+        for fmt, smoke in CASES:
+            store = tmp_path_factory.mktemp(f"{script.stem}-{fmt}-{'smoke' if smoke else 'full'}")
+            argv = [sys.executable, str(script), "--dataset", sources[fmt], *TINY, "--storage", str(store),
+                    "--address", ray_address, *(["--smoke-test"] if smoke else [])]
+            started[(script.stem, fmt, smoke)] = (subprocess.Popen(
+                argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), store)
+    done = {}
+    for key, (proc, store) in started.items():
+        try:
+            out = proc.communicate(timeout=540)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        done[key] = (proc.returncode, out, store)
+    return done
+
+
+@pytest.mark.parametrize("fmt,smoke", CASES, ids=[f"{f}-{'smoke' if s else 'full'}" for f, s in CASES])
+@pytest.mark.parametrize("script", [s.stem for s in SCRIPTS])
+def test_study_script_runs_on_user_files(runs, script, fmt, smoke):
+    returncode, out, store = runs[(script, fmt, smoke)]
+    assert returncode == 0, out[-4000:]
+    found = re.search(r"=== study (\S+): 1 trials \(1 completed\)", out)
+    assert found, out[-4000:]
+    name = found.group(1)
+    assert name.endswith("-smoke" if smoke else "-search") and "AUILC on test" in out
+    # quiet by default: no Tune banner, status table or TensorBoard hint
+    for noise in ("View detailed results here", "tensorboard", "Trial status", "Configuration for experiment"):
+        assert noise not in out, noise
+    st = open_store(str(store))
+    trials = st.trials(name)
+    assert len(trials) == 1 and trials["status"].tolist() == ["completed"]
+    assert trials["epochs_run"].tolist() == [1] and bool(trials["selected"].iloc[0])
+    assert trials["dataset"].iloc[0].startswith(f"{fmt}:")  # the user's file, no ?scale= appended
+    assert set(st.curves(name)["split"]) == {"test"}  # these files have no ood split
+    assert json.loads(trials["config"].iloc[0])["epochs"] == 1
