@@ -439,3 +439,13 @@ def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root,
     assert not at.exception
     names = [t["name"] for t in mean_traces(charts(at)[0])]
     assert "dqf_mosi (dqf)" in names and not any(n.startswith("cider_mosi") for n in names)
+
+
+def test_split_selector_offers_the_splits_the_store_has():
+    """A study evaluated on test and ood (StudySpec.eval_splits) offers both, test first; one
+    evaluated on test only offers just test."""
+    base = {"condition": "intra", "subset": "tav", "rate": 0.0, "seed": 0, "pattern": "random", "fill": "zero",
+            "metric": "mae", "value": 1.0}
+    both = pd.DataFrame([{**base, "split": "ood"}, {**base, "split": "test"}])
+    assert views.curve_choices(both)["split"] == ["test", "ood"]
+    assert views.curve_choices(both[both["split"] == "test"])["split"] == ["test"]
