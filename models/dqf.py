@@ -365,3 +365,13 @@ def dqf_wide(trial) -> dict:
     trial.suggest_float("dropout", low=0.0, high=0.5)
     trial.suggest_float("aux_weight", low=0.0, high=2.0)
     return {"hidden": heads * head_dim}
+
+
+TABLE4_VARIANTS = {"DQF": {"unimodal": "qua", "cross_modal": "qca"},
+                   "w/o Q-UA": {"unimodal": "transformer", "cross_modal": "qca"},
+                   "w/o Q-CA": {"unimodal": "qua", "cross_modal": "concat"},
+                   "Q-UA w/ MulT": {"unimodal": "qua", "cross_modal": "mult"}}
+"""The rows of the paper's Table 4, as config overrides."""
+
+grid_space("dqf", "table4", list(TABLE4_VARIANTS.values()),
+           description="DQF Table 4: DQF, w/o Q-UA, w/o Q-CA, Q-UA w/ MulT")
