@@ -92,7 +92,7 @@ class DQFConfig(ModelConfig):
     kernel_size: int = 3
     """Temporal kernel of the per-modality Conv1D (odd)."""
     aux_weight: float = 1.0
-    """Weight of the sum of the 7 auxiliary losses (paper: 1.0)."""
+    """Weight of the sum of the auxiliary losses (7; 4 with cross_modal="concat") (paper: 1.0)."""
     num_queries: int = 0
     """Q-UA query slots per modality; 0 = the modality's sequence length (paper), capped at it."""
     pair_queries: int = 0
@@ -104,7 +104,7 @@ class DQFConfig(ModelConfig):
     cross_modal: str = "qca"
     """Cross-modal encoder: "qca" (paper), "mult" (Table 4's "Q-UA w/ MulT"), "concat" ("w/o Q-CA")."""
     fusion_pool: str = "cls"
-    """Eq. 9's Pool over [H~_ta, H~_tv, H~_av, CLS]: "cls" (the CLS output) or "mean"."""
+    """Eq. 9's Pool (and "concat"'s): "cls" (the CLS output) or "mean" (of the 4 tokens; "concat": valid frames)."""
     sinusoidal_pe: bool = False
     """Add sinusoidal positions to X^_m (the paper names none; Q-UA queries are per-frame)."""
 

@@ -73,7 +73,7 @@ def train_and_capture(monkeypatch, data_name: str, dataset: Dataset, tmp_path, m
     monkeypatch.setattr(models_pkg, "build_model", recording_build)  # where the loop looks it up
     monkeypatch.setattr(train_mod, "build_model", recording_build, raising=False)
     config = {"model": model, "model_config": small_config(model), "dataset": SOURCES[data_name],
-              "epochs": 2, "batch_size": 8,
+              "epochs": 2, "batch_size": 16,
               "lr": 3e-3, "num_threads": 1, "patience": None, "device": "cpu",
               "checkpoint_dir": str(tmp_path / "loop"), **changes}
     outcome = train_loop(config, dataset=dataset)
