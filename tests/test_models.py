@@ -18,8 +18,8 @@ from affectune import MODALITIES
 from affectune.batch import Batch
 from affectune.data.schema import MASK_ID, PAD_ID, DatasetSpec
 from affectune.models import build_model, list_models, model_class
-from affectune.models import layers as L
 from affectune.models.base import TrainViews
+from affectune.models import layers as L
 from affectune.models.dqf import AUX_KEYS, CONCAT_AUX_KEYS, TABLE4_VARIANTS
 
 DIMS = {"text": 10, "audio": 4, "vision": 6}
@@ -78,7 +78,11 @@ def make_batch(spec: DatasetSpec, mask: str = "complete", B: int = 5, seed: int 
     if spec.vocab_size:
         tokens = torch.randint(MASK_ID + 1, spec.vocab_size, (B, spec.seq_lens["text"]), generator=g)
         tokens = torch.where(valid["text"], tokens, torch.full_like(tokens, PAD_ID))
-    return Batch(**feats, valid=valid, dropped=dropped, label=label, index=torch.arange(B), tokens=tokens)
+    available = torch.ones(B, len(MODALITIES), dtype=torch.bool)
+    if mask == "modality_missing":
+        available[:, MODALITIES.index("audio")] = False  # wholly absent: the model may know it
+    return Batch(**feats, valid=valid, dropped=dropped, label=label, index=torch.arange(B), tokens=tokens,
+                 available=available)
 
 
 def pad_batch(batch: Batch, extra: int = 3, seed: int = 1) -> Batch:
@@ -126,12 +130,14 @@ def test_train_step_and_predict(name, spec_name, mask):
     batch = make_batch(spec, mask)
     model.train()
     views = model.train_policy(batch, torch.Generator().manual_seed(3))
-    assert isinstance(views, list) and views and all(isinstance(v, Batch) for v in views)
-    losses = model.training_losses(batch, views)
-    assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
-    assert all(not v.requires_grad for k, v in losses.items() if k != "loss")
+    assert isinstance(views, TrainViews) and views.complete is batch
+    assert all(isinstance(v, Batch) for v in views.trained().values())
     model.zero_grad()
-    losses["loss"].backward()
+    for step in range(model.steps_per_batch):  # gradients of every step accumulate here
+        losses = model.training_losses(views, step)
+        assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
+        assert all(not v.requires_grad for k, v in losses.items() if k != "loss")
+        losses["loss"].backward()
     excluded = NO_GRAD_EXCLUSIONS.get((name, mask), ())
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and not n.startswith(excluded) and p.grad is None]
@@ -202,18 +208,18 @@ def test_fits_a_real_synthetic_batch(name, source):
     batch = preload(ds, "train").batch(slice(0, 8))
     model = build(name, ds.spec(), dropout=0.0)
     views = model.train_policy(batch, torch.Generator().manual_seed(0))
-    assert torch.isfinite(model.training_losses(batch, views)["loss"])
+    assert torch.isfinite(model.training_losses(views)["loss"])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(25):  # complete inputs, fixed batch: the loss must fall
-        loss = model.training_losses(batch, [batch])["loss"]
+        loss = model.training_losses(TrainViews(batch))["loss"]
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        last = float(model.training_losses(batch, [batch])["loss"])
+        last = float(model.training_losses(TrainViews(batch))["loss"])
         pred = model.predict(batch)
     assert pred.shape == expected_pred_shape(ds.spec(), 8) and torch.isfinite(pred).all()
     assert last < 0.7 * first, f"{name} on {source}: loss {first:.3f} -> {last:.3f}"
@@ -242,7 +248,7 @@ def test_dqf_trains_on_uniform_ratio_masks_and_baselines_on_complete_inputs():
     dqf = build("dqf", spec)
     a = dqf.train_policy(batch, torch.Generator().manual_seed(11))
     b = dqf.train_policy(batch, torch.Generator().manual_seed(11))
-    assert list(a.trained()) == ["masked"] and a.complete is batch  # trains on the masked view only
+    assert list(a.views) == ["masked"] and a.complete is batch
     a, b = a["masked"], b["masked"]
     assert any(a.dropped[m].any() for m in MODALITIES)
     for m in MODALITIES:
@@ -251,8 +257,8 @@ def test_dqf_trains_on_uniform_ratio_masks_and_baselines_on_complete_inputs():
         assert (a.features(m)[a.dropped[m]] == 0).all()  # dropped frames zero-filled
     for name in ("mult", "late_fusion"):
         model = build(name, spec)
-        views = model.train_policy(batch, torch.Generator().manual_seed(11))
-        assert list(views.trained()) == ["complete"] and views.complete is batch
+        complete = model.train_policy(batch, torch.Generator().manual_seed(11))
+        assert complete.views == {} and list(complete.trained().values()) == [batch]
         masked = build(name, spec, train_missing="uniform_ratio").train_policy(batch, torch.Generator().manual_seed(11))
         for m in MODALITIES:  # same generator, same policy -> the same masks as DQF's
             assert torch.equal(masked["masked"].dropped[m], a.dropped[m])
@@ -283,7 +289,6 @@ def test_dqf_losses_are_task_plus_weighted_aux():
     # two views are averaged
     two = model.training_losses(TrainViews(batch, {"a": batch, "b": batch}))
     torch.testing.assert_close(two["loss"], losses["loss"])
-
 
 
 
