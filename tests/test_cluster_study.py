@@ -57,7 +57,7 @@ def test_study_script_help_shows_the_environment_default():
     env = {**os.environ, "AFFECTUNE_STORAGE": "s3://bucket/x"}
     out = subprocess.run([sys.executable, "studies/dqf_search.py", "--help"], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=120, check=True).stdout
-    storage_help = " ".join(out.split("--storage STORAGE", 1)[1].split("--shared-storage", 1)[0].split())
+    storage_help = " ".join(out.rsplit("--storage STORAGE", 1)[1].split("--shared-storage", 1)[0].split())
     assert "$AFFECTUNE_STORAGE" in storage_help and "(default: s3://bucket/x)" in storage_help
 
 
@@ -131,6 +131,7 @@ def test_trial_hands_the_timeout_and_failure_limit_to_ray_train(monkeypatch):
     """_fit_with_ray_train sets Ray Train's start-timeout variable where fit() runs (Ray's own
     get_env_vars_to_propagate then ships it to the controller) and the controller failure limit."""
     import ray.train.torch
+    import ray.tune.integration.ray_train
     from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, get_env_vars_to_propagate
 
     from affectune.studies import trial
@@ -145,6 +146,7 @@ def test_trial_hands_the_timeout_and_failure_limit_to_ray_train(monkeypatch):
             seen["env_at_fit"] = get_env_vars_to_propagate()
 
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", ray.train.UserCallback)  # needs a Tune session
     monkeypatch.delenv(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, raising=False)
     ctx = trial.TrialContext(study="s", method="dqf", dataset_source="synthetic:mosi", fingerprint="f",
                              code_version="c", store_root="/tmp/x", base_config={}, helpers=(),
