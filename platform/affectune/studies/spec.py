@@ -47,7 +47,7 @@ class StudySpec:
     workers_per_trial: int = 1
     """Ray Train data-parallel workers per trial."""
     gpus_per_worker: float = 0.0
-    """GPUs per worker (0 = CPU training)."""
+    """GPUs per worker (0 = CPU training); whole numbers when workers_per_trial > 1 (NCCL)."""
     cpus_per_worker: float = 1.0
     """Logical CPUs per worker (fractions let several workers share a core in tests)."""
     resources_per_worker: dict = field(default_factory=dict)
@@ -182,7 +182,8 @@ def check_store_shared(spec: StudySpec, hosts: int, autoscaling: bool) -> None:
         return
     local = [p for p in (spec.storage, spec.tune_storage) if is_node_local(p)]
     if local:
-        where = f"{hosts} machines" + (" and an autoscaler that adds more" if autoscaling else "")
+        where = f"{hosts} machine{'s' if hosts != 1 else ''}" + (" and an autoscaler that adds more"
+                                                                if autoscaling else "")
         raise StoreNotShared(
             f"StudySpec {spec.name!r}: store path(s) {local} are on this node's disk, but the cluster "
             f"has {where}: trials on other nodes would write their rows to their own disks. Use a "

@@ -303,9 +303,8 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
     """Build and fit a TorchTrainer; its reports reach Tune through TuneReportCallback."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = {"CPU": ctx.cpus_per_worker, **ctx.resources_per_worker}
     if ctx.gpus_per_worker:
