@@ -177,7 +177,7 @@ def _statements(action: str) -> list[dict]:
 def test_workers_run_with_the_profile_ray_creates_for_the_head(prepared):
     profile, _role = _ray_default_profile_and_role()
     head = prepared["available_node_types"][prepared["head_node_type"]]["node_config"]
-    # No profile on the head: `ray up` then creates/uses Ray's default one (config.py:276-347).
+    # No profile on the head: `ray up` then creates/uses Ray's default one (config.py:276-351).
     assert "IamInstanceProfile" not in head
     for name, spec in prepared["available_node_types"].items():
         if name != prepared["head_node_type"]:
