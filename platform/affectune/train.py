@@ -243,13 +243,11 @@ def distributed_info() -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """This process's device: Ray's GPU reservation in Ray workers, LOCAL_RANK under torchrun
+    (rule and Ray source references: affectune.devices)."""
+    from affectune.devices import resolve
+
+    return resolve(name)
 
 
 def seed_everything(seed: int) -> None:
