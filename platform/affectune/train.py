@@ -104,7 +104,8 @@ class TrainConfig:
     val_mask_seed: int = 12345
     """Mask seed of the masked validation set (differs from the test seeds 0, 1, 2 on purpose)."""
     device: str = "auto"
-    """"auto" (cuda if available), "cpu" or "cuda" (cuda:LOCAL_RANK under data parallelism)."""
+    """"auto" (a GPU Ray reserved, or cuda:LOCAL_RANK under torchrun; else the CPU), "cpu" or "cuda"
+    (affectune.devices has the rule)."""
     num_threads: int | None = None
     """torch intra-op threads for this process; None leaves torch's default."""
     checkpoint_dir: str | None = None
