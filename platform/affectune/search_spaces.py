@@ -142,15 +142,16 @@ def _point_label(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
-class _GridPoints:
-    """The define-by-run function of a `grid_space`: draws a point label, returns its values.
-    A module-level class (not a closure) so Tune can pickle the searcher with it."""
+class GridDefine:
+    """The define-by-run function of a `grid_space`: draws one point label, returns its values.
 
-    def __init__(self, name: str, labels: list[str], points: list[dict]):
-        self.__name__, self.labels, self.by_label = name, list(labels), dict(zip(labels, points))
+    A module-level class, not a closure, so Tune can pickle the searcher that holds it."""
+
+    def __init__(self, points: dict[str, dict], name: str):
+        self.points, self.__name__ = points, name
 
     def __call__(self, trial) -> dict:
-        return dict(self.by_label[trial.suggest_categorical(GRID_PARAM, self.labels)])
+        return dict(self.points[trial.suggest_categorical(GRID_PARAM, list(self.points))])
 
 
 def grid_space(method: str, name: str, points: list[dict], *, description: str = "") -> SearchSpace:
@@ -162,7 +163,7 @@ def grid_space(method: str, name: str, points: list[dict], *, description: str =
     labels = [_point_label(p) for p in points]
     if not points or len(set(labels)) != len(labels):
         raise ValueError(f"grid space {name!r} of {method!r}: points must be distinct and non-empty")
-    define = _GridPoints(f"{method}_{name}_grid", labels, points)
+    define = GridDefine(dict(zip(labels, points)), f"{method}_{name}_grid")
     register_space(method, name, description=description, grid=[{GRID_PARAM: lb} for lb in labels],
                    helpers=(GRID_PARAM,))(define)
     return _SPACES[(method, name)]

@@ -81,6 +81,8 @@ class TrialContext:
     tune_storage: str
     seed: int
     phase: str = "search"  # "search" writes trial rows; "eval" only persists checkpoints
+    worker_start_timeout_s: float | None = None  # Ray Train's worker-group start timeout; None = Ray's 60 s
+    controller_failure_limit: int = 2  # Ray Train controller failures (start timeouts included) tolerated
 
 
 def _store(ctx: TrialContext):
@@ -159,8 +161,9 @@ def run_worker(worker_config: dict) -> None:
         raise RuntimeError(f"search trials must receive the validation-only view of the dataset, got splits "
                            f"{sorted(dataset.splits)}")
     rank = distributed_info()[0]
+    device_row = _claim_device(ctx, worker_config["config"])  # every rank: it caps the GPU memory
     local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
-    rows = _TrialRows(worker_config, local_ckpt) if rank == 0 else None
+    rows = _TrialRows(worker_config, local_ckpt, device_row) if rank == 0 else None
     tracker = _Tracker(ctx.objectives, worker_config["num_parameters"])
     try:
         train_loop({**worker_config["config"], "checkpoint_dir": local_ckpt},
@@ -176,15 +179,15 @@ class _TrialRows:
     """Rank 0's writes: the provisional "stopped" row per epoch, the best checkpoint and the
     "completed" row at the end (search phase); only the checkpoint in the eval phase."""
 
-    def __init__(self, worker_config: dict, local_ckpt: str):
-        self.w, self.local_ckpt = worker_config, local_ckpt
+    def __init__(self, worker_config: dict, local_ckpt: str, device_row: dict):
+        self.w, self.local_ckpt, self.device_row = worker_config, local_ckpt, device_row
         self.ctx: TrialContext = worker_config["ctx"]
         self.store = _store(self.ctx)
 
     def _row(self, tracker: _Tracker, status: str, **extra) -> dict:
         w = self.w
         return _row(self.ctx, w["trial_id"], w["params"], w["config"], tracker, status, w["started"],
-                    w["attempts"], **extra)
+                    w["attempts"], **self.device_row, **extra)
 
     def provisional(self, tracker: _Tracker) -> None:
         if self.ctx.phase == "search":
@@ -223,6 +226,17 @@ def _reporter(ctx: TrialContext, tracker: _Tracker, rows: _TrialRows | None):
             ray.tune.report(metrics)
 
     return reporter
+
+
+def _claim_device(ctx: TrialContext, config: dict) -> dict:
+    """This worker's device (the rule of affectune.devices, as train_loop applies it) for the trial
+    row, after capping its CUDA memory to the GPU fraction it reserved: whole splits are preloaded
+    onto the GPU, so trials packed on one GPU must not take each other's memory."""
+    from affectune.devices import cap_gpu_memory, describe, resolve
+
+    device = resolve(config.get("device", "auto"))
+    cap_gpu_memory(device, ctx.gpus_per_worker)
+    return describe(device)
 
 
 def _train_worker_entry(worker_config: dict) -> None:
@@ -309,11 +323,18 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
     """Build and fit a TorchTrainer; its reports reach Tune through TuneReportCallback."""
     import ray.train
     from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = {"CPU": ctx.cpus_per_worker, **ctx.resources_per_worker}
     if ctx.gpus_per_worker:
         resources["GPU"] = ctx.gpus_per_worker
+    if ctx.worker_start_timeout_s is not None:
+        # Ray Train reads this variable where fit() runs (this trial's process) and hands it to its
+        # controller (ray/train/v2/_internal/constants.py:44-46, 125-143, 178-190;
+        # api/data_parallel_trainer.py:268-282), whose worker group waits that long for its
+        # placement group (execution/worker_group/worker_group.py:173-178, 301).
+        os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(float(ctx.worker_start_timeout_s))
     metric, mode = ctx.objectives[0]
     run_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
     trainer = TorchTrainer(
@@ -325,7 +346,9 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
             # Named after the trial (no timestamp) so a restarted trial finds its own run directory.
             name=f"{ctx.study}-{run_name}",
             storage_path=f"{ctx.tune_storage.rstrip('/')}/{ctx.study}-train",
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=2),
+            # A start timeout is a controller failure (execution/failure_handling/default.py:20-23, 100-110).
+            failure_config=ray.train.FailureConfig(max_failures=0,
+                                                   controller_failure_limit=ctx.controller_failure_limit),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=[TuneReportCallback()],
