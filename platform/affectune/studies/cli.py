@@ -71,7 +71,8 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
                    help="start from the method's named train config (e.g. paper) instead of its study defaults")
     p.add_argument("--epochs", type=int, default=None, help="max epochs per trial (default: the method's)")
     p.add_argument("--patience", type=int, default=None,
-                   help="epochs without improvement before a trial stops early (default: the method's)")
+                   help="epochs without improvement before a trial stops early (default: the method's; "
+                        "--set patience=null never stops early)")
     p.add_argument("--hidden", type=int, default=None, help="model hidden size (default: the method's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the method's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
@@ -79,6 +80,23 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
                    help="any train or model config field of the base config (JSON value); repeatable")
     p.add_argument("--trials", type=int, default=d["trials"], help="trials the searcher proposes")
     p.add_argument("--concurrent", type=int, default=d["concurrent"], help="trials at the same time")
+    p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
+                   help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
+    _add_evaluation_flags(p, d)
+    p.add_argument("--seed", type=int, default=0)
+    _add_ray_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="3 trials x 1 epoch (tiny dataset when synthetic): exercises Train, Tune, Optuna, "
+                        "the grid and the store")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output (banner, tables, hints)")
+    p.set_defaults(synthetic_scale=d.get("synthetic_scale"))
+    return p
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    """Where and how trials run: Ray Train scaling, the store, the cluster."""
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -86,10 +104,6 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
                    help='custom Ray resources per worker as JSON, e.g. \'{"node2": 1}\'')
     p.add_argument("--execution", choices=("auto", "train", "in_process"), default="auto",
                    help="auto: in_process for 1-worker CPU trials, Ray Train otherwise")
-    p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
-                   help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
-    _add_evaluation_flags(p, d)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", default=default_storage(),
                    help=f"study store root (local dir or s3://...); default ${STORAGE_ENV} when set")
     p.add_argument("--shared-storage", action="store_true",
@@ -99,14 +113,6 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
     p.add_argument("--worker-start-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long a trial waits for its Ray Train workers to be placed (cold GPU nodes); "
                         f"default {COLD_START_TIMEOUT_S:g} with --address, Ray's 60 without")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="3 trials x 1 epoch (tiny dataset when synthetic): exercises Train, Tune, Optuna, "
-                        "the grid and the store")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output (banner, tables, hints)")
-    p.set_defaults(synthetic_scale=d.get("synthetic_scale"))
-    return p
 
 
 def _add_evaluation_flags(p: argparse.ArgumentParser, d: dict) -> None:

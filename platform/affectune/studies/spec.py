@@ -137,6 +137,10 @@ class StudySpec:
         need(bool(self.storage), "storage (the store root) must be set")
         need(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
         need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        self._check_final_evaluation(need)
+
+    def _check_final_evaluation(self, need) -> None:
+        """Seeds, patterns, fills and splits of the final evaluation (normalised to tuples)."""
         self.train_seeds = tuple(int(s) for s in self.train_seeds)
         self.mask_seeds = tuple(int(s) for s in self.mask_seeds)
         need(len(self.train_seeds) >= 1 and len(set(self.train_seeds)) == len(self.train_seeds),
