@@ -313,13 +313,13 @@ def _search(study: _Study, resume: bool) -> int:
     spec = study.spec
     trainable = _with_resources(spec, study.ctx.execution,
                                 tune.with_parameters(trial_trainable, ctx=study.ctx, refs=study.refs))
-    if resume and tune.Tuner.can_restore(study.tune_path):
-        print(f"[affectune] resuming study {spec.name!r} from {study.tune_path}", flush=True)
-        tuner = tune.Tuner.restore(study.tune_path, trainable, resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(study),
-                           run_config=_run_config(spec, spec.name, study.objectives[0][0]))
-    with tune_output(spec.verbose):
+    with tune_output(spec.verbose):  # from here: the searcher logs when it creates its study
+        if resume and tune.Tuner.can_restore(study.tune_path):
+            print(f"[affectune] resuming study {spec.name!r} from {study.tune_path}", flush=True)
+            tuner = tune.Tuner.restore(study.tune_path, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = tune.Tuner(trainable, tune_config=_tune_config(study),
+                               run_config=_run_config(spec, spec.name, study.objectives[0][0]))
         grid = tuner.fit()
     return grid.num_terminated + grid.num_errors
 
