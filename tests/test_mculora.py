@@ -352,3 +352,32 @@ def test_overfits_eight_samples(source):
     with torch.no_grad():
         last = float(model.training_losses(views)["task"])
     assert last < 0.3 * first, f"{source}: loss {first:.3f} -> {last:.3f}"
+
+
+# ----------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_plots_the_dpft_probabilities_of_a_trial():
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
+    import views
+
+    labels = combination_labels()
+    p0 = {f"dpft_p_{k}": 1 / 7 for k in labels}
+    p1 = {**p0, "dpft_p_av": 1 / 7 + 0.02, "dpft_p_tav": 1 / 7 - 0.02}
+    js = {f"dpft_js_{k}": 0.1 for k in labels}  # not a distribution: no plot of its own
+    curve = [{"epoch": 1, "val_mae": 0.9, **p0, **js}, {"epoch": 2, "val_mae": 0.8, **p1, **js}]
+    frame = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["completed", "completed"],
+                          "learning_curve": [json.dumps(curve), json.dumps(curve[:1])]})
+    groups = views.curve_distributions(frame)
+    assert groups == {"dpft_p": sorted(f"dpft_p_{k}" for k in labels)}
+    fig = views.trial_distribution_figure(frame, "t0", groups["dpft_p"])
+    traces = {t.name: (list(t.x), list(t.y)) for t in fig.data}
+    assert set(traces) == set(labels)
+    assert traces["av"] == ([1, 2], [pytest.approx(1 / 7), pytest.approx(1 / 7 + 0.02)])
+    assert "t0" in fig.layout.title.text
