@@ -341,14 +341,16 @@ class LoRALinear(nn.Module):
         return y + self.scale * self._routed(h, route)
 
     def _routed(self, h: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
-        """Per-sample private update: rows of each adapter's samples, computed group by group."""
+        """Per-sample private update with the adapters the batch routes to (and only those)."""
         if route.shape != h.shape[:1]:
             raise ValueError(f"route must have shape ({h.shape[0]},), got {tuple(route.shape)}")
-        out = h.new_zeros(*h.shape[:-1], self.base.out_features)  # (B, ..., out)
-        for k in torch.unique(route).tolist():
-            if not 0 <= k < len(self.private_A):
-                raise ValueError(f"route id {k} out of range: this layer has {len(self.private_A)} private adapters")
-            rows = torch.nonzero(route == k).squeeze(1)  # (B_k,)
-            delta = h.index_select(0, rows) @ self.private_A[k].T @ self.private_B[k].T  # (B_k, ..., out)
-            out = out.index_copy(0, rows, delta)
-        return out
+        used = torch.unique(route).tolist()  # sorted adapter ids present in the batch
+        if used[0] < 0 or used[-1] >= len(self.private_A):
+            raise ValueError(f"route ids {used} out of range: this layer has {len(self.private_A)} private adapters")
+        A = torch.stack([self.private_A[k] for k in used])  # (K, r, in): unused adapters stay out of the graph
+        B = torch.stack([self.private_B[k] for k in used])  # (K, out, r)
+        slot = torch.searchsorted(torch.tensor(used, device=route.device), route)  # (B,) index into the K used
+        x = h.reshape(h.shape[0], -1, h.shape[-1])  # (B, N, in)
+        low = torch.bmm(x, A[slot].transpose(1, 2))  # (B, N, r)
+        out = torch.bmm(low, B[slot].transpose(1, 2))  # (B, N, out)
+        return out.reshape(*h.shape[:-1], out.shape[-1])
