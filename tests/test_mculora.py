@@ -381,3 +381,38 @@ def test_dashboard_plots_the_dpft_probabilities_of_a_trial():
     assert set(traces) == set(labels)
     assert traces["av"] == ([1, 2], [pytest.approx(1 / 7), pytest.approx(1 / 7 + 0.02)])
     assert "t0" in fig.layout.title.text
+
+
+# ----------------------------------------------------------------------------- presets and spaces
+
+
+@pytest.mark.parametrize("space_name", ["paper", "wide"])
+def test_search_spaces_yield_buildable_configs(space_name):
+    import optuna
+
+    from affectune.search_spaces import apply_params, get_space
+
+    space = get_space("mculora", space_name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        params = {**trial.params, **(space.define(trial) or {})}
+        config = apply_params("mculora", params, {"lr": 1e-3, "model_config": {"hidden": 16}}, space.helpers)
+        assert "dpft_clip" not in config["model_config"] and "lr" in config
+        mc = config["model_config"]
+        assert {"rank_proj", "rank_mlp", "rank_head", "orth_weight", "dpft_step"} <= set(mc)
+        assert mc["dpft_min_prob"] < 1 / 7 < mc["dpft_max_prob"]
+        model = build_model("mculora", mc, REG)
+        assert tuple(model.blocks[0].fc1.shared_A.shape)[0] == mc["rank_mlp"]
+
+
+def test_paper_preset_and_study_defaults_build():
+    from affectune.models.mculora import MCULoRA
+
+    paper = MCULoRA.preset("paper")
+    assert (paper["optimizer"], paper["lr"], paper["weight_decay"]) == ("adam", 1e-4, 1e-5)
+    model = build_model("mculora", paper["model_config"], REG)
+    assert (model.config.hidden, model.config.depth, model.config.heads, model.config.dropout) == (256, 4, 2, 0.5)
+    assert (model.config.rank_proj, model.config.rank_mlp, model.config.rank_head) == (4, 8, 4)
+    build_model("mculora", MCULoRA.study_defaults["model_config"], REG)
