@@ -416,3 +416,32 @@ def test_paper_preset_and_study_defaults_build():
     assert (model.config.hidden, model.config.depth, model.config.heads, model.config.dropout) == (256, 4, 2, 0.5)
     assert (model.config.rank_proj, model.config.rank_mlp, model.config.rank_head) == (4, 8, 4)
     build_model("mculora", MCULoRA.study_defaults["model_config"], REG)
+
+
+# ----------------------------------------------------------------------------- in the training loop
+
+
+def test_loop_logs_dpft_probabilities_and_never_reads_test(tmp_path):
+    import copy
+
+    from affectune.data import load
+    from affectune.train import read_checkpoint, train_loop
+    from test_train import _GuardedDataset, _NoTestSplits  # the loop's split guard
+
+    dataset = load("synthetic:mosi?scale=0.05")
+    guarded = copy.copy(dataset)
+    guarded.__class__ = _GuardedDataset
+    guarded._fingerprint = dataset.fingerprint
+    guarded.splits = _NoTestSplits(dataset.splits)
+    cfg = {"model": "mculora", "model_config": {**SMALL, "dpft_step": 0.02}, "dataset": "synthetic:mosi?scale=0.05",
+           "epochs": 3, "batch_size": 16, "num_threads": 1, "patience": None, "lr": 1e-3,
+           "checkpoint_dir": str(tmp_path / "ckpt")}
+    out = train_loop(cfg, dataset=guarded)
+    labels = combination_labels()
+    probs = [[epoch[f"dpft_p_{k}"] for k in labels] for epoch in out.history]
+    assert all(sum(p) == pytest.approx(1.0) for p in probs)
+    assert probs[0] == pytest.approx([1 / 7] * 7)  # epoch 1 only measures
+    assert probs[1] != pytest.approx(probs[0]) and min(probs[2]) >= 0.07 - 1e-9 and max(probs[2]) <= 0.22 + 1e-9
+    assert all(0 <= out.history[-1][f"dpft_js_{k}"] <= math.log(2) for k in labels)
+    state = read_checkpoint(out.checkpoint_path)["state_dict"]
+    assert {"dpft_probs", "dpft_prev_js", "dpft_measured"} <= set(state)
