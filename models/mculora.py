@@ -259,7 +259,7 @@ class MCULoRA(MERModel):
     def train_policy(self, batch: Batch, generator: torch.Generator) -> TrainViews:
         from affectune.missing import combination_sampling
 
-        view, ids = combination_sampling(batch, generator, self.dpft_probs)
+        view, ids = combination_sampling(batch, generator, self.dpft_probs.cpu())  # the sampler works on CPU
         return TrainViews(batch, {"masked": view}, combination={"masked": ids})
 
     def training_losses(self, views: TrainViews, step: int = 0) -> dict[str, torch.Tensor]:
