@@ -445,3 +445,32 @@ def test_loop_logs_dpft_probabilities_and_never_reads_test(tmp_path):
     assert all(0 <= out.history[-1][f"dpft_js_{k}"] <= math.log(2) for k in labels)
     state = read_checkpoint(out.checkpoint_path)["state_dict"]
     assert {"dpft_probs", "dpft_prev_js", "dpft_measured"} <= set(state)
+
+
+def test_dashboard_trial_explorer_shows_the_dpft_probabilities(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from streamlit.testing import v1 as ST
+
+    from affectune.store import open_store
+
+    store = open_store(str(tmp_path))
+    lineage = {"method": "mculora", "dataset": "synthetic-mosi", "fingerprint": "f" * 32, "code_version": "test"}
+    store.write_study({"study": "mculora_s", **lineage, "objective": [{"metric": "val_mae", "mode": "min"}]})
+    labels = combination_labels()
+    curve = [{"epoch": e, "val_mae": 1.0 - 0.1 * e,
+              **{f"dpft_p_{k}": (1 / 7 + 0.01 * e if k == "av" else 1 / 7 - 0.01 * e / 6) for k in labels}}
+             for e in (1, 2, 3)]
+    store.write_trial("mculora_s", {**lineage, "trial_id": "t000", "status": "completed", "seed": 0,
+                                    "config": {"model": "mculora"}, "params": {"lr": 1e-3}, "val_mae": 0.7,
+                                    "learning_curve": curve, "epochs_run": 3})
+    monkeypatch.setenv("AFFECTUNE_STORE", str(tmp_path))
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    at = ST.AppTest.from_file(str(app), default_timeout=60).run()
+    at.sidebar.radio(key="page").set_value("Trial explorer").run()
+    assert not at.exception, [e.value for e in at.exception]
+    figs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    dist = next(f for f in figs if f["layout"]["title"]["text"].startswith("dpft_p of trial t000"))
+    av = next(t for t in dist["data"] if t["name"] == "av")
+    assert av["x"] == [1, 2, 3] and av["y"] == pytest.approx([1 / 7 + 0.01 * e for e in (1, 2, 3)])
