@@ -123,7 +123,8 @@ def soft_orthogonality(shared: torch.Tensor, characteristic: torch.Tensor, prese
 
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence (nats) of softmax(p) and softmax(q) over the last axis: (..., d) -> (...)."""
-    p, q = p_logits.softmax(-1), q_logits.softmax(-1)
+    dtype = torch.promote_types(p_logits.dtype, torch.float32)  # at least fp32, also under autocast
+    p, q = p_logits.to(dtype).softmax(-1), q_logits.to(dtype).softmax(-1)
     log_m = (0.5 * (p + q)).log()
     kl_pm = (p * (p.log() - log_m)).sum(-1)
     kl_qm = (q * (q.log() - log_m)).sum(-1)

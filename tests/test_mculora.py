@@ -397,7 +397,8 @@ def test_search_spaces_yield_buildable_configs(space_name):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         trial = study.ask()
-        params = {**trial.params, **(space.define(trial) or {})}
+        derived = space.define(trial) or {}
+        params = {**trial.params, **derived}
         config = apply_params("mculora", params, {"lr": 1e-3, "model_config": {"hidden": 16}}, space.helpers)
         assert "dpft_clip" not in config["model_config"] and "lr" in config
         mc = config["model_config"]
