@@ -342,7 +342,7 @@ def test_overfits_eight_samples(source):
     model = build(spec=ds.spec(), dropout=0.0, lora_dropout=0.0)
     opt = torch.optim.Adam(model.param_groups({"lr": 3e-3, "weight_decay": 0.0}))
     views = TrainViews(batch)
-    first = float(model.training_losses(views)["loss"])
+    first = float(model.training_losses(views)["loss"].detach())
     for _ in range(40):
         loss = model.training_losses(views)["loss"]
         opt.zero_grad()
