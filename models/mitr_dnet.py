@@ -196,7 +196,7 @@ class MIBTRL(nn.Module):
 
     def forward_stream(self, x: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
         """The L level outputs of the causal chain on x: each (B, T, F), frame t reads frames <= t."""
-        outs, h = [], x
+        outs, h = [], zero_padding(x, valid)  # padded frames stay zero through the residuals
         for level in self.levels:
             g = self.drop(level(h, valid))  # (B, T, F)
             h = h + g if self.residual else g
