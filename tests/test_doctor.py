@@ -73,3 +73,24 @@ def test_a_failing_model_is_reported_and_the_others_still_checked(monkeypatch):
     doctor.check_models(report, "cpu", ["mult", "late_fusion"])
     assert report.failures == ["model 'mult' on cpu: RuntimeError: CUDA error: no kernel image is available"]
     assert any(line.startswith("  late_fusion  ok:") for line in report.lines)
+
+
+def test_on_a_cluster_the_model_checks_run_in_a_one_gpu_ray_task():
+    """`--address`: the head has no GPU, so the model checks run as a 1-GPU task on a GPU node.
+    Here a local Ray declares one (fake) GPU; the task runs and its report comes back; with no GPU
+    to be had, the wait ends with a message naming where to look."""
+    import ray
+
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        report = doctor.Report(echo=False)
+        doctor.check_on_gpu_node(report, ["late_fusion"], timeout_s=300)
+        assert report.failures == []
+        assert any(line.strip().startswith("late_fusion  ok:") for line in report.lines)
+        starved = doctor.Report(echo=False)
+        blocker = ray.remote(num_gpus=1)(lambda: __import__("time").sleep(60)).remote()  # holds the GPU
+        doctor.check_on_gpu_node(starved, ["late_fusion"], timeout_s=3)
+        assert len(starved.failures) == 1 and "no GPU node ran the check within 3 s" in starved.failures[0]
+        ray.cancel(blocker, force=True)
+    finally:
+        ray.shutdown()

@@ -1,7 +1,8 @@
 """`python -m affectune doctor` (`make gpu-check`): does this machine or cluster work with affectune?
 
     python -m affectune doctor                  # this machine (starts a local Ray)
-    python -m affectune doctor --address auto   # the cluster you are on (after `ray up`)
+    python -m affectune doctor --address auto   # on the head of a cluster (after `ray up`): the
+                                                # model checks run as a 1-GPU Ray task on a GPU node
 
 1. Lists what torch and Ray see: torch build (CUDA version or CPU), GPUs and their memory, NCCL,
    and the cluster's CPU/GPU resources and nodes.
@@ -32,14 +33,19 @@ class Report:
 
     lines: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    echo: bool = True
+    """Print as it goes (off inside a Ray task: the driver prints the returned report)."""
 
     def info(self, text: str) -> None:
         self.lines.append(text)
-        print(text, flush=True)
+        if self.echo:
+            print(text, flush=True)
 
     def fail(self, text: str) -> None:
         self.failures.append(text)
-        print(f"FAIL: {text}", flush=True)
+        self.lines.append(f"FAIL: {text}")
+        if self.echo:
+            print(f"FAIL: {text}", flush=True)
 
 
 def check_torch(report: Report) -> bool:
@@ -108,26 +114,33 @@ def check_ray(report: Report, address: str | None, torch_gpu: bool) -> None:
 
 
 def check_models(report: Report, device: str, models: list[str]) -> None:
-    """One epoch of each model on `device` (bf16 on a GPU), then the robustness grid."""
+    """One epoch of each model (its study defaults) on `device` (bf16 on a GPU), then the robustness
+    grid: the whole grid on a GPU, its {t,a,v} subset at rates 0 and 0.5 on a CPU (minutes saved)."""
     import torch
 
     from affectune.data import load
     from affectune.evaluate import robustness
+    from affectune.missing import FULL_SET, RATES, SUBSETS
+    from affectune.models import model_class
     from affectune.train import load_checkpoint, train_loop
 
     dataset = load(CHECK_SOURCE)
     n_train = len(dataset.splits["train"].ids)
-    precision = "bf16" if device == "cuda" else "fp32"
-    report.info(f"training each model for 1 epoch on {device} ({precision}, {CHECK_SOURCE}, {n_train} samples):")
+    gpu = device == "cuda"
+    precision = "bf16" if gpu else "fp32"
+    grid = {"subsets": SUBSETS, "rates": RATES} if gpu else {"subsets": (FULL_SET,), "rates": (0.0, 0.5)}
+    report.info(f"training each model for 1 epoch on {device} ({precision}, {CHECK_SOURCE}, {n_train} samples), "
+                f"then the {'full' if gpu else 'reduced'} robustness grid:")
     for name in models:
         try:
-            if device == "cuda":
+            if gpu:
                 torch.cuda.reset_peak_memory_stats()
-            out = train_loop({"model": name, "dataset": CHECK_SOURCE, "epochs": 1, "batch_size": 16,
-                              "device": device, "precision": precision, "patience": None}, dataset=dataset)
+            config = {**model_class(name).study_defaults, "model": name, "dataset": CHECK_SOURCE, "epochs": 1,
+                      "batch_size": 16, "device": device, "precision": precision, "patience": None}
+            out = train_loop(config, dataset=dataset)
             model, _ = load_checkpoint(out.checkpoint_path, device=device)
             started = time.perf_counter()
-            robustness(model, dataset, "test", seeds=(0,))
+            robustness(model, dataset, "test", seeds=(0,), include_inter=gpu, **grid)
             grid_s = time.perf_counter() - started
             rate = n_train / out.history[0]["train_time_s"]
             memory = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
@@ -137,17 +150,57 @@ def check_models(report: Report, device: str, models: list[str]) -> None:
             report.fail(f"model {name!r} on {device}: {type(e).__name__}: {e}")
 
 
-def run_doctor(address: str | None = None, models: list[str] | None = None, skip_ray: bool = False) -> Report:
-    from affectune.models import list_models
+def check_node(models: list[str]) -> Report:
+    """torch and the models on the machine this runs on (quiet: a Ray task returns it)."""
+    report = Report(echo=False)
+    gpu = check_torch(report)
+    check_models(report, "cuda" if gpu else "cpu", models)
+    return report
 
+
+def check_on_gpu_node(report: Report, models: list[str], timeout_s: float) -> None:
+    """Run `check_node` as a Ray task holding one GPU (the autoscaler starts a GPU node for it)."""
+    import ray
+
+    report.info(f"checking a GPU node (a Ray task with 1 GPU; waits up to {timeout_s:.0f} s for the autoscaler):")
+    ref = ray.remote(num_gpus=1, num_cpus=1)(check_node).remote(models)
+    try:
+        remote = ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        report.fail(f"no GPU node ran the check within {timeout_s:.0f} s: see `ray status` and the autoscaler "
+                    "log (`ray exec cluster.yaml 'tail -n 100 /tmp/ray/session_latest/logs/monitor.*'`)")
+        return
+    for line in remote.lines:
+        report.info("  " + line)
+    report.failures.extend(remote.failures)
+
+
+def run_doctor(address: str | None = None, models: list[str] | None = None, skip_ray: bool = False,
+               gpu_node_timeout_s: float = 1200.0) -> Report:
+    """Every check; with a cluster `address`, the model checks run on a GPU node of the cluster."""
+    import ray
+
+    from affectune.models import list_models
+    from affectune.studies.runner import init_ray
+
+    models = models or list_models()
     report = Report()
     gpu = check_torch(report)
-    if not skip_ray:
+    if skip_ray:
+        check_models(report, "cuda" if gpu else "cpu", models)
+    elif address:  # on the head: check the cluster, then a GPU node, where studies train
+        init_ray(address)
+        check_ray(report, address, gpu)
+        check_on_gpu_node(report, models, gpu_node_timeout_s)
+    else:
         try:
-            check_ray(report, address, gpu)
+            check_ray(report, None, gpu)
         except Exception as e:  # noqa: BLE001
             report.fail(f"Ray: {type(e).__name__}: {e}")
-    check_models(report, "cuda" if gpu else "cpu", models or list_models())
+        check_models(report, "cuda" if gpu else "cpu", models)
+    if ray.is_initialized() and address:
+        ray.shutdown()
     report.info("all checks passed" if not report.failures else f"{len(report.failures)} check(s) failed")
     return report
 
@@ -158,8 +211,11 @@ def add_doctor_command(subparsers) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: a local Ray")
     p.add_argument("--models", default=None, help="comma-separated models to check (default: all registered)")
     p.add_argument("--skip-ray", action="store_true", help="check torch and the models only")
+    p.add_argument("--gpu-node-timeout", type=float, default=1200.0,
+                   help="with --address: seconds to wait for a GPU node to run the model checks")
     p.set_defaults(func=lambda args: 1 if run_doctor(
-        args.address, args.models.split(",") if args.models else None, args.skip_ray).failures else 0)
+        args.address, args.models.split(",") if args.models else None, args.skip_ray,
+        args.gpu_node_timeout).failures else 0)
 
 
 if __name__ == "__main__":
