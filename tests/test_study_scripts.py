@@ -1,7 +1,7 @@
 """Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
 files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
 
-The scripts run as subprocesses, all at once, against one Ray session of this module, so the
+The scripts run as subprocesses, four at a time, against one Ray session of this module, so the
 suite pays Ray's start-up once. It declares 4 logical CPUs (the work is tiny, one torch thread
 each): with 2, a smoke test's Ray Train worker group waits for the in-process trials of the
 others and its start-up times out. Run under
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
 """Every method's study script: a new method's script is covered without editing this file."""
 TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
 CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
+MAX_AT_ONCE = 4
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +56,32 @@ def sources(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(ray_address, sources, tmp_path_factory) -> dict:
-    """(script, format, smoke) -> (completed process, store root): every case started at once."""
+    """(script, format, smoke) -> (return code, output, store root); at most MAX_AT_ONCE at a time
+    (more only queue for the same CPUs, and queued Ray Train worker groups time out)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    started = {}
-    for script in SCRIPTS:
-        for fmt, smoke in CASES:
+    cases = [(script, fmt, smoke) for script in SCRIPTS for fmt, smoke in CASES]
+    running, done = {}, {}
+    while cases or running:
+        while cases and len(running) < MAX_AT_ONCE:
+            script, fmt, smoke = cases.pop(0)
             name = f"{script.stem}-{fmt}-{'smoke' if smoke else 'full'}"
             store = tmp_path_factory.mktemp(name)
             # distinct names: Tune stages concurrent experiments by name and start second on one cluster
             argv = [sys.executable, str(script), "--dataset", sources[fmt], *TINY, "--storage", str(store),
-                    "--name", name,
-                    "--address", ray_address, *(["--smoke-test"] if smoke else [])]
-            started[(script.stem, fmt, smoke)] = (subprocess.Popen(
-                argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), store)
-    done = {}
-    for key, (proc, store) in started.items():
-        try:
-            out = proc.communicate(timeout=900)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0]
-        done[key] = (proc.returncode, out, store)
+                    "--name", name, "--address", ray_address, *(["--smoke-test"] if smoke else [])]
+            log = open(tmp_path_factory.mktemp("logs") / f"{name}.txt", "w+")  # a file: a pipe could fill up
+            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            running[(script.stem, fmt, smoke)] = (proc, log, store, time.time())
+        for key, (proc, log, store, started) in list(running.items()):
+            if proc.poll() is not None or time.time() - started > 600:
+                if proc.poll() is None:
+                    proc.kill()
+                code = proc.wait()
+                log.seek(0)
+                done[key] = (code, log.read(), store)
+                log.close()
+                del running[key]
+        time.sleep(1)
     return done
 
 
