@@ -265,3 +265,25 @@ def test_umdf_overfits_8_samples(source):
     with torch.no_grad():
         last = float(model.training_losses(TrainViews(batch))["loss"])
     assert last < 0.7 * first, f"umdf on {source}: loss {first:.3f} -> {last:.3f}"
+
+
+def test_distill_space_draws_valid_configs_at_the_study_and_paper_widths():
+    import optuna
+
+    from affectune.models import make_config
+    from affectune.search_spaces import apply_params, get_space
+
+    space = get_space("umdf", "distill")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        derived = space.define(trial) or {}
+        for hidden in (UMDF.study_defaults["model_config"]["hidden"], 40):
+            cfg = apply_params("umdf", {**trial.params, **derived}, {"model_config": {"hidden": hidden}})
+            model_cfg = make_config("umdf", cfg["model_config"])  # valid: heads divide the width
+            assert 1e-2 <= model_cfg.lambda1 <= 10 and 1e-2 <= model_cfg.lambda2 <= 10
+            assert 1 <= model_cfg.layers <= 4 and 1e-4 <= cfg["lr"] <= 3e-3 and "lr" not in cfg["model_config"]
+        seen.add(model_cfg.heads)
+        study.tell(trial, 0.0)
+    assert seen == {2, 4, 5, 10}
