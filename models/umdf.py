@@ -79,6 +79,8 @@ class UMDFConfig(ModelConfig):
     """Temporal kernel of DFIM's gate convolution W_3x3 (eq. 10; paper: 3)."""
     shared_frame_scorer: bool = False
     """One frame-score FC for both streams; False = F_a and F_b as the paper's notation F_k."""
+    enhance: str = "rescaled"
+    """DFIM self-enhancement: "rescaled" H~ = n diag(M) H (n valid frames; mean weight 1) or "plain" diag(M) H."""
     joint_axis: str = "auto"
     """Time axis of the 3d concatenation: "index", "proportional", or "auto" (index iff aligned data)."""
     lambda1: float = 1.0
@@ -112,6 +114,8 @@ class UMDFConfig(ModelConfig):
             raise ValueError(f"UMDFConfig.lambda1 and lambda2 must be >= 0, got {self.lambda1}, {self.lambda2}")
         if self.mmd_kernel_mul <= 0:
             raise ValueError(f"UMDFConfig.mmd_kernel_mul must be > 0, got {self.mmd_kernel_mul}")
+        if self.enhance not in ("rescaled", "plain"):
+            raise ValueError(f"UMDFConfig.enhance must be 'rescaled' or 'plain', got {self.enhance!r}")
         if self.joint_axis not in JOINT_AXES:
             raise ValueError(f"UMDFConfig.joint_axis must be one of {JOINT_AXES}, got {self.joint_axis!r}")
         if self.regression_loss not in ("mse", "l1"):
@@ -197,17 +201,23 @@ class DFIM(nn.Module):
     """Dynamic feature integration: H_a, H_b (B, T, 3d) -> refined last element (B, 3d)."""
 
     def __init__(self, width: int, heads: int, dropout: float, layers: int, ff_mult: int, gate_kernel: int,
-                 shared_scorer: bool):
+                 shared_scorer: bool, enhance: str):
         super().__init__()
+        self.rescale = enhance == "rescaled"
         scorer = nn.Linear(width, 1)
         self.score = nn.ModuleDict({"a": scorer, "b": scorer if shared_scorer else nn.Linear(width, 1)})
         self.gate = TemporalConv(2 * width, width, gate_kernel, bias=True)  # W_3x3 of eq. 10
         self.encoder = TransformerEncoder(width, heads, layers, dropout, ff_mult)
 
     def enhance(self, H: torch.Tensor, valid: torch.Tensor, stream: str) -> torch.Tensor:
-        """Frame-level self-enhancement H~ = diag(M) H, M = softmax over valid frames of FC(H)."""
+        """Frame-level self-enhancement H~ = diag(M) H, M = softmax over valid frames of FC(H).
+
+        "rescaled" multiplies by the number of valid frames n: uniform scores give H~ = H. Without
+        it every frame shrinks by ~1/n and the next post-norm layer mostly sees its own biases."""
         scores = self.score[stream](H).squeeze(-1).masked_fill(~valid, float("-inf"))  # (B, T)
         M = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # a sample without frames gets zeros
+        if self.rescale:
+            M = M * valid.sum(1, keepdim=True).to(M.dtype)  # (B, T), mean weight 1 over valid frames
         return H * M.unsqueeze(-1)  # (B, T, 3d)
 
     def forward(self, H_a, H_b, valid) -> torch.Tensor:
@@ -237,7 +247,8 @@ class UMDF(MERModel):
         self.pos = SinusoidalPositionalEncoding(d)
         self.mcim = nn.ModuleList(MCIMLayer(d, c.heads, c.dropout, c.ff_mult) for _ in range(c.layers))
         self.fusion = TransformerEncoder(width, c.heads, c.fusion_layers, c.dropout, c.ff_mult)
-        self.dfim = DFIM(width, c.heads, c.dropout, c.dfim_layers, c.ff_mult, c.gate_kernel, c.shared_frame_scorer)
+        self.dfim = DFIM(width, c.heads, c.dropout, c.dfim_layers, c.ff_mult, c.gate_kernel, c.shared_frame_scorer,
+                         c.enhance)
         self.head = TaskHead(width, spec, width, c.dropout)  # the prediction FC layers, also f_y
 
     # -- one stream: MCIM + Transformer -> H_k ------------------------------------------------------

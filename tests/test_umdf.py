@@ -215,9 +215,27 @@ def test_joint_axis_follows_alignment_and_config_errors_name_the_field():
     assert build(SPECS["reg_aligned"], joint_axis="proportional").joint_axis == "proportional"
     for bad, field in (({"hidden": 30, "heads": 4}, "divisible"), ({"joint_axis": "time"}, "joint_axis"),
                        ({"gate_kernel": 2}, "gate_kernel"), ({"intact_prob": 1.5}, "intact_prob"),
-                       ({"regression_loss": "huber"}, "regression_loss"), ({"lambda1": -1.0}, "lambda1")):
+                       ({"regression_loss": "huber"}, "regression_loss"), ({"enhance": "x"}, "enhance"), ({"lambda1": -1.0}, "lambda1")):
         with pytest.raises(ValueError, match=field):
             build_model("umdf", bad, SPECS["reg_aligned"])
+
+
+def test_dfim_self_enhancement_weights_frames_by_softmax_scores():
+    model = build(SPECS["reg_aligned"]).eval()
+    plain = build(SPECS["reg_aligned"], enhance="plain").eval()
+    H = torch.randn(2, 4, 48, generator=torch.Generator().manual_seed(3))
+    valid = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    with torch.no_grad():
+        for m in (model, plain):
+            m.dfim.score["a"].weight.zero_()  # uniform scores: M = 1/n on the n valid frames
+        n = valid.sum(1, keepdim=True).unsqueeze(-1)  # (2, 1, 1)
+        expected = H * valid.unsqueeze(-1)
+        torch.testing.assert_close(model.dfim.enhance(H, valid, "a"), expected)  # mean weight 1
+        torch.testing.assert_close(plain.dfim.enhance(H, valid, "a"), expected / n)  # diag(M) H
+        model.dfim.score["a"].bias.zero_()
+        model.dfim.score["a"].weight[0, 0] = 1.0  # score = H[..., 0]: softmax over valid frames
+        M = torch.softmax(H[..., 0].masked_fill(~valid, float("-inf")), -1) * n.squeeze(-1)
+        torch.testing.assert_close(model.dfim.enhance(H, valid, "a"), H * M.unsqueeze(-1))
 
 
 # ----------------------------------------------------------------------------- presets
