@@ -54,6 +54,7 @@ from affectune.models.base import EpochContext, EvalContext, FitContext, Predict
 Reporter = Callable[[dict, "str | None"], None]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_FILE = "best.pt"
 CHECKPOINT_FORMAT = 1
@@ -103,13 +104,21 @@ class TrainConfig:
     val_mask_seed: int = 12345
     """Mask seed of the masked validation set (differs from the test seeds 0, 1, 2 on purpose)."""
     device: str = "auto"
-    """"auto" (cuda if available), "cpu" or "cuda" (cuda:LOCAL_RANK under data parallelism)."""
+    """"auto" (a GPU Ray reserved, or cuda:LOCAL_RANK under torchrun; else the CPU), "cpu" or "cuda"
+    (affectune.devices has the rule)."""
     num_threads: int | None = None
     """torch intra-op threads for this process; None leaves torch's default."""
     checkpoint_dir: str | None = None
     """Where the best checkpoint (best.pt) is written; None = a fresh temporary directory."""
     find_unused_parameters: bool = True
     """DDP only: tolerate parameters without gradient in a step (methods that route by modality)."""
+    precision: str = "fp32"
+    """"fp32", "bf16" or "fp16": autocast dtype of the training forward and losses (fp16 adds a
+    gradient scaler); weights, optimiser state, metrics and checkpoints stay fp32."""
+    allow_tf32: bool = True
+    """On GPUs with TF32 (Ampere and later), let fp32 matmuls and convolutions use it."""
+    compile: bool = False
+    """torch.compile the model's forward (opt-in: compilation costs time up front)."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -148,6 +157,7 @@ class TrainConfig:
         need(self.val_mask_fill in FILLS, f"val_mask_fill must be one of {FILLS}, got {self.val_mask_fill!r}")
         need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
         need(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1 or None, got {self.num_threads}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
@@ -234,13 +244,11 @@ def distributed_info() -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """This process's device: Ray's GPU reservation in Ray workers, LOCAL_RANK under torchrun
+    (rule and Ray source references: affectune.devices)."""
+    from affectune.devices import resolve
+
+    return resolve(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -429,6 +437,12 @@ class _Run:
     select_key: str
     direction: str
     ckpt_dir: Path | None
+    scaler: torch.amp.GradScaler
+
+    def autocast(self):
+        """Mixed precision for the training forward and losses (a no-op context for fp32)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @property
     def ckpt_path(self) -> Path | None:
@@ -482,6 +496,8 @@ def _prepare(cfg: TrainConfig, dataset: Dataset | None) -> _Run:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
     seed_everything(cfg.seed)
     if dataset is None:
         from affectune.data import load
@@ -493,6 +509,8 @@ def _prepare(cfg: TrainConfig, dataset: Dataset | None) -> _Run:
     with torch.no_grad():  # before DDP: buffers it fills are identical on every rank (same data)
         model.on_fit_start(FitContext(train=train_data, spec=model.spec, config=cfg.to_dict(),
                                       dataset_name=dataset.source))
+    if cfg.compile:
+        model.compile()  # the forward only: hooks and losses stay eager Python
     step: nn.Module = _TrainStep(model)
     if world > 1:
         step = nn.parallel.DistributedDataParallel(step, find_unused_parameters=cfg.find_unused_parameters)
@@ -505,15 +523,19 @@ def _prepare(cfg: TrainConfig, dataset: Dataset | None) -> _Run:
         ckpt_dir = Path(tempfile.mkdtemp(prefix="affectune-ckpt-"))
     return _Run(cfg, rank, world, device, dataset, train_data, val_data, masked_validation(val_data, cfg),
                 model, step, optimizer, policy_gen, batches, select_key, direction,
-                ckpt_dir if rank == 0 else None)
+                ckpt_dir if rank == 0 else None,
+                torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"))
 
 
 def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
+    """Backward and step; with fp16 the scaler scales the loss and skips steps with inf gradients."""
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    run.scaler.scale(loss).backward()
     if run.cfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
@@ -525,13 +547,14 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     for batch in run.batches:
         views = run.model.train_policy(batch, run.policy_gen)
         for k in range(run.model.steps_per_batch):
-            losses = run.step(views, k)
-            _optimizer_step(run, losses["loss"])
+            with run.autocast():
+                losses = run.step(views, k)
+            _optimizer_step(run, losses["loss"].float())
             # Accumulate on-device (no per-step .item() sync); a later step's key gets a suffix.
             for key, v in losses.items():
                 if v.ndim == 0:
                     name = key if k == 0 else f"{key}_step{k}"
-                    sums[name] = sums.get(name, 0.0) + v.detach() * batch.size
+                    sums[name] = sums.get(name, 0.0) + v.detach().float() * batch.size
         seen += batch.size
     keys = sorted(sums)
     reduced = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [seen]).float(), run.world).cpu()
