@@ -12,7 +12,7 @@ Training: each sample of a batch is turned into two heterogeneous missing versio
            Z^f_t = LN(CA(Z_tx, Z^c_t) + Z^c_t) + LN(CA(Z_ty, Z^c_t) + Z^c_t)   fine, eq. 9
            Z^h_t = LN(FFN(Z^f_t) + Z^f_t)
       -> [Z^h_L ; Z^h_A ; Z^h_V] on one time axis -> Transformer    H_k (B, T, 3d), k in {a, b}
-      -> DFIM: M_k = softmax_T(FC(H_k)), H~_k = M_k * H_k (frame-level self-enhancement)
+      -> DFIM: M_k = softmax_T(FC(H_k)), H~_k = diag(M_k) H_k (frame-level self-enhancement; x T, below)
                mu = sigmoid(Conv3([H~_a ; H~_b])), H_e = mu * H~_a + (1 - mu) * H~_b      eq. 10-11
                -> Transformer -> last element -> FC layers                 y^ (B,) or (B, C)
     L = L_task(y^) + lambda1 * MMD(h_a, h_b) + lambda2 * L_logits(f_y(h_a), f_y(h_b))    eq. 3, 5, 6
@@ -29,6 +29,9 @@ Decisions where the paper is silent (docs/models.md, UMDF):
     sequence to the longest one; the identity when lengths agree; parameter-free).
   * MMD: Gaussian kernels summed over `mmd_kernels` bandwidths (DAN's multi-bandwidth sum around
     the batch's mean squared distance), plug-in estimator of eq. 2 over the batch's n samples.
+  * Self-enhancement: diag(M) H shrinks every frame by ~1/T (softmax weights sum to 1), which
+    left the next post-norm layer reading mostly its biases; `enhance="rescaled"` (default)
+    multiplies by the number of valid frames T, so uniform scores give H~ = H ("plain": literal).
   * Layer counts of the two Transformers (after MCIM, in DFIM) and their FFN width are fields.
   * Train-time views: `intact_prob` and `max_frame_rate` (see UMDFConfig).
 """
