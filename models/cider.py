@@ -202,8 +202,13 @@ class WSAM(nn.Module):
 class MultimodalCompositeAttention(nn.Module):
     """One Q/K/V over [L; A; V] and seven masked attentions, summarised per modality.
 
-    x (B, N, d) with N = 3 T (segments text, audio, vision of T frames), valid (B, N) ->
-    (B, N, d) and the tav attention probabilities (B, h, N, N) (what MSSD distils)."""
+    x (B, 3T, d) (segments text, audio, vision of T frames each), valid (B, 3T) -> (B, 3T, d) and
+    the tav attention probabilities (B, h, 3T, 3T) (what MSSD distils).
+
+    The seven attentions share one score matrix and differ only in which segments' keys a query may
+    read, so each is assembled from the nine (query segment, key segment) blocks: a softmax within
+    each block plus its log-normaliser, re-weighted per combination by exp(lse_j - logsumexp_S lse).
+    This equals seven separately masked softmaxes exactly and costs one pass over the scores."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -213,30 +218,40 @@ class MultimodalCompositeAttention(nn.Module):
         self.summary = nn.ModuleDict({m: nn.Linear(4 * dim, dim) for m in "tav"})
         self.final = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, segment: torch.Tensor):
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, need_attn: bool = True):
         B, N, d = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d/h)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, N, N)
+        h, T, dh = self.heads, N // 3, d // self.heads
+        q, k, v = self.qkv(x).view(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)  # (B, h, 3T, dh)
+        q = q / math.sqrt(dh)
+        k, v = k.reshape(B, h, 3, T, dh), v.reshape(B, h, 3, T, dh)  # key/value blocks j
+        scores = q.unsqueeze(2) @ k.transpose(-1, -2)  # (B, h, 3 key blocks, 3T queries, T keys)
+        # padded keys: the dtype's lowest value, not -inf, so an all-padded block stays finite (its
+        # uniform softmax then gets block weight 0 below) and no NaN reaches the gradients
+        scores.masked_fill_(~valid.view(B, 1, 3, 1, T), torch.finfo(scores.dtype).min)
+        lse = torch.logsumexp(scores, -1).transpose(2, 3)  # (B, h, 3T, 3 key blocks) log-normalisers
+        probs = scores.softmax(-1)  # within-block softmax, (B, h, 3, 3T, T)
+        ctx = F.dropout(probs, self.dropout, self.training) @ v  # (B, h, 3 key blocks, 3T, dh)
+        has_key = valid.view(B, 1, 1, 3, T).any(-1)  # (B, 1, 1, 3) blocks with at least one valid key
+        query_segment = torch.arange(3, device=x.device).repeat_interleave(T)  # (3T,)
         outs, attn_tav = {}, None
         for combo in COMBINATIONS:
-            member = torch.tensor(["tav".index(s) for s in combo], device=x.device)
-            in_combo = torch.isin(segment, member)  # (N,) frames of the modalities in the combination
-            keys = valid & in_combo  # (B, N)
-            has_key = keys.any(1)  # (B,)
-            allowed = (keys | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, N) finite rows
-            probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # (B, h, N, N)
-            probs = probs * (in_combo[None, None, :, None] & has_key[:, None, None, None])  # rows outside: 0
-            if combo == "tav":
-                attn_tav = probs
-            ctx = F.dropout(probs, self.dropout, self.training) @ v  # (B, h, N, d/h)
-            outs[combo] = self.out[combo](ctx.transpose(1, 2).reshape(B, N, d))  # (B, N, d)
-        summaries = []
-        for m in "tav":
-            parts = torch.cat([outs[c] for c in COMBINATIONS if m in c], -1)  # (B, N, 4d)
-            summaries.append(self.summary[m](parts))
-        index = segment.view(1, N, 1).expand(B, N, d)
-        y = torch.stack(summaries, 0).gather(0, index.unsqueeze(0)).squeeze(0)  # (B, N, d): own modality's summary
-        return self.final(y), attn_tav
+            seg = ["tav".index(c) for c in combo]
+            w = block_weights(lse[..., seg], has_key[..., seg])  # (B, h, 3T, |S|)
+            w = w * torch.isin(query_segment, torch.tensor(seg, device=x.device)).view(1, 1, N, 1)  # rows outside S
+            if combo == "tav" and need_attn:  # the full softmax over every key, (B, h, 3T, 3T)
+                attn_tav = (w.transpose(2, 3).unsqueeze(-1) * probs).permute(0, 1, 3, 2, 4).reshape(B, h, N, N)
+            y = (w.transpose(2, 3).unsqueeze(-1) * ctx[:, :, seg]).sum(2)  # (B, h, 3T, dh)
+            outs[combo] = self.out[combo](y.transpose(1, 2).reshape(B, N, d))  # (B, 3T, d)
+        summaries = [self.summary[m](torch.cat([outs[c] for c in COMBINATIONS if m in c], -1))[:, i * T:(i + 1) * T]
+                     for i, m in enumerate("tav")]  # own modality's summary of its 4 combinations, (B, T, d)
+        return self.final(torch.cat(summaries, 1)), attn_tav
+
+
+def block_weights(lse: torch.Tensor, has_key: torch.Tensor) -> torch.Tensor:
+    """Share of each key block in a softmax over their union, exp(lse_j - logsumexp_j lse); blocks
+    without a valid key get 0 (a query with none at all reads nothing)."""
+    w = (lse - torch.logsumexp(lse.masked_fill(~has_key, torch.finfo(lse.dtype).min), -1, keepdim=True)).exp()
+    return w * has_key
 
 
 class MCTLayer(nn.Module):
@@ -250,8 +265,8 @@ class MCTLayer(nn.Module):
         self.norm_attn, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, valid, segment):
-        a, attn = self.attn(self.norm_attn(x), valid, segment)
+    def forward(self, x, valid, need_attn: bool = True):
+        a, attn = self.attn(self.norm_attn(x), valid, need_attn)
         x = x + self.drop(a)
         x = x + self.drop(self.ff(self.norm_ff(x)))
         return zero_padding(x, valid), attn  # (B, N, d), (B, h, N, N)
@@ -408,11 +423,11 @@ class CIDer(MERModel):
             return {"loss": task, "task": task.detach()}
         if self.config.two_step:
             with torch.no_grad():
-                teacher = self(complete)
+                teacher = self(complete, need_attn=True)
             parts = self.mssd_losses(teacher, masked, complete)
             total = parts.pop("total")
         else:
-            teacher = self(complete)
+            teacher = self(complete, need_attn=True)
             task = self.task_loss(teacher["pred"], complete.label)
             parts = self.mssd_losses(teacher, masked, complete)
             total = task + parts.pop("total")
@@ -422,7 +437,7 @@ class CIDer(MERModel):
     def mssd_losses(self, teacher: dict, masked: Batch, complete: Batch) -> dict[str, torch.Tensor]:
         """Masked-view task loss + the three distillation losses (teacher outputs detached)."""
         c = self.config
-        student = self(masked)
+        student = self(masked, need_attn=True)
         task_m = self.task_loss(student["pred"], masked.label)
         joint = 1 - F.cosine_similarity(student["joint"], teacher["joint"].detach(), dim=-1).mean()
         attn = attention_kl(teacher["attn"][-1].detach(), student["attn"][-1], teacher["valid"])
@@ -466,7 +481,10 @@ class CIDer(MERModel):
                                                       self.text_len)
         return h, valid
 
-    def forward(self, batch: Batch) -> dict:
+    def forward(self, batch: Batch, need_attn: bool | None = None) -> dict:
+        """{"pred", "joint" (B, 3d), "attn" (per layer (B, h, 3T, 3T) tav attention, or None unless
+        `need_attn`, default: in training), "valid" (B, 3T), "hidden" {m: (B, T, d)}}."""
+        need_attn = self.training if need_attn is None else need_attn
         h, valid = self.embed(batch)
         T = h["text"].shape[1]
         h = {m: zero_padding(self.gru[m](h[m])[0], valid[m]) for m in MODALITIES}  # (B, T, d) each
@@ -479,7 +497,7 @@ class CIDer(MERModel):
         x = zero_padding(F.dropout(x + pos, self.config.embed_dropout, self.training), mask)
         attns = []
         for layer in self.layers:
-            x, attn = layer(x, mask, segment)
+            x, attn = layer(x, mask, need_attn)
             attns.append(attn)
         x = zero_padding(self.final_norm(x), mask)
         hidden = {m: x[:, k * T:(k + 1) * T] for k, m in enumerate(MODALITIES)}  # (B, T, d) each

@@ -106,7 +106,7 @@ def test_attention_kl_hand_values_and_same_layer():
 
     masked = rmfm(complete, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        teacher_out, student_out = model(complete), model(masked)
+        teacher_out, student_out = model(complete, need_attn=True), model(masked, need_attn=True)
         parts = model.mssd_losses(teacher_out, masked, complete)
     assert len(teacher_out["attn"]) == 2
     last = C.attention_kl(teacher_out["attn"][-1], student_out["attn"][-1], teacher_out["valid"])
@@ -340,3 +340,31 @@ def test_spaces_draw_valid_configs():
             assert model_cfg.layers in (1, 2, 3, 4) and 32 % model_cfg.heads == 0
             study.tell(trial, 0.0)
     assert {"cv_threshold", "top_k", "tau_max", "lr"} <= set(trial.params)
+
+
+def test_composite_attention_equals_seven_masked_softmaxes():
+    """The block-wise assembly equals the seven attentions computed one masked softmax at a time."""
+    torch.manual_seed(0)
+    mca = C.MultimodalCompositeAttention(8, 2, 0.0)
+    B, T, d, h = 3, 4, 8, 2
+    x = torch.randn(B, 3 * T, d)
+    valid = torch.rand(B, 3 * T) < 0.7
+    valid[0, :T] = False  # no text frame
+    valid[1, T:] = False  # text only
+    y, attn = mca(x, valid)
+    segment = torch.arange(3).repeat_interleave(T)
+    q, k, v = mca.qkv(x).view(B, 3 * T, 3, h, d // h).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)  # (B, h, 3T, 3T)
+    outs = {}
+    for combo in C.COMBINATIONS:
+        member = torch.tensor(["tav".index(c) for c in combo])
+        in_s = torch.isin(segment, member)
+        keys = valid & in_s
+        p = scores.masked_fill(~keys[:, None, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
+        p = p * in_s[None, None, :, None]  # queries outside the combination read nothing
+        if combo == "tav":
+            torch.testing.assert_close(attn, p)
+        outs[combo] = mca.out[combo]((p @ v).transpose(1, 2).reshape(B, 3 * T, d))
+    summary = {m: mca.summary[m](torch.cat([outs[c] for c in C.COMBINATIONS if m in c], -1)) for m in "tav"}
+    expected = mca.final(torch.cat([summary[m][:, i * T:(i + 1) * T] for i, m in enumerate("tav")], 1))
+    torch.testing.assert_close(y, expected)
