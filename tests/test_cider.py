@@ -368,3 +368,36 @@ def test_composite_attention_equals_seven_masked_softmaxes():
     summary = {m: mca.summary[m](torch.cat([outs[c] for c in C.COMBINATIONS if m in c], -1)) for m in "tav"}
     expected = mca.final(torch.cat([summary[m][:, i * T:(i + 1) * T] for i, m in enumerate("tav")], 1))
     torch.testing.assert_close(y, expected)
+
+
+def test_the_loop_fits_calibrates_on_validation_and_never_reads_test(tmp_path):
+    """Through the one loop, two optimiser steps per batch: fit-start statistics, tau chosen on
+    validation each epoch and logged, the test split untouched, and the checkpoint reproducing the
+    selected epoch's validation numbers (tau included)."""
+    import copy
+
+    from test_train import _GuardedDataset, _NoTestSplits
+
+    from affectune.data import load
+    from affectune.loader import preload
+    from affectune.metrics import compute_metrics
+    from affectune.train import TrainConfig, load_checkpoint, masked_validation, predict_split, train_loop
+
+    dataset = load("synthetic:mosi?scale=0.05")
+    guarded = copy.copy(dataset)
+    guarded.__class__ = _GuardedDataset
+    guarded._fingerprint = dataset.fingerprint
+    guarded.splits = _NoTestSplits(dataset.splits)
+    cfg = {"model": "cider", "dataset": dataset.source, "epochs": 2, "batch_size": 16, "num_threads": 1,
+           "patience": None, "checkpoint_dir": str(tmp_path),
+           "model_config": {"hidden": 8, "layers": 1, "heads": 2, "two_step": True, "tau_step": 0.5}}
+    out = train_loop(cfg, dataset=guarded)
+    taus = [h["tau"] for h in out.history]
+    assert all(t in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0) for t in taus)
+    model, config = load_checkpoint(out.checkpoint_path)
+    assert bool(model.fitted) and float(model.tau) == taus[out.best_epoch - 1]
+    valid = preload(dataset, "valid")
+    masked = masked_validation(valid, TrainConfig.from_dict(config))
+    pred = predict_split(model, masked, 64)[:, 0].numpy()
+    mae = compute_metrics("regression", masked.label.numpy(), pred)["mae"]
+    assert mae == pytest.approx(out.history[out.best_epoch - 1]["valmask_mae"], abs=1e-5)
