@@ -390,18 +390,19 @@ class CIDer(MERModel):
         return TrainViews(batch, {"masked": missing.rmfm(batch, generator)})
 
     def calibrate(self, ctx: EvalContext) -> None:
-        """Choose tau on the validation split (complete and masked copies); ties -> the smaller tau."""
+        """Choose tau on validation by the loop's selection metric (on the complete or the masked
+        copy, whichever that metric reads); ties -> the smaller tau."""
         if not self.config.use_counterfactual:
             return
         was_training = self.training
         self.eval()
+        prefix, metric = ctx.select_metric.split("_", 1)
+        data = ctx.valid if prefix == "val" else ctx.valid_masked
+        pair = ctx.predict(data, self.factual_and_counterfactual)  # (N, 2k)
         k = self.spec.out_dim
-        pair_valid = ctx.predict(ctx.valid, self.factual_and_counterfactual)  # (N, 2k)
-        pair_masked = ctx.predict(ctx.valid_masked, self.factual_and_counterfactual)
         best_tau, best = 0.0, None
         for tau in self.config.tau_grid().tolist():
-            combine = lambda p: p[:, :k] - tau * p[:, k:]  # noqa: E731
-            value = ctx.selection_score(combine(pair_valid), combine(pair_masked))
+            value = float(ctx.score(data, pair[:, :k] - tau * pair[:, k:])[metric])
             if not math.isfinite(value):
                 continue
             if best is None or (value > best if ctx.direction == "max" else value < best):
