@@ -340,6 +340,15 @@ def test_spaces_draw_valid_configs():
             assert model_cfg.layers in (1, 2, 3, 4) and 32 % model_cfg.heads == 0
             study.tell(trial, 0.0)
     assert {"cv_threshold", "top_k", "tau_max", "lr"} <= set(trial.params)
+    # the paper preset and the study defaults are valid train configs
+    from affectune.models import model_class
+    from affectune.train import TrainConfig
+
+    cls = model_class("cider")
+    for partial in (cls.preset("paper"), cls.study_defaults):
+        cfg = TrainConfig.from_dict({**partial, "model": "cider"})
+        make_config("cider", cfg.model_config)
+    assert cls.preset("paper")["model_config"]["two_step"] is True
 
 
 def test_composite_attention_equals_seven_masked_softmaxes():
