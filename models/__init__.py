@@ -10,3 +10,4 @@ from affectune.models import cider  # noqa: F401,E402
 from affectune.models import dqf  # noqa: F401,E402
 from affectune.models import late_fusion  # noqa: F401,E402
 from affectune.models import mult  # noqa: F401,E402
+from affectune.models import mitr_dnet  # noqa: F401,E402
