@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from affectune import MODALITIES
-from affectune.batch import Batch
 from affectune.data.schema import MASK_ID, PAD_ID, UNK_ID, DatasetSpec
 from affectune.loader import TensorSplit
 from affectune.models import build_model
