@@ -52,10 +52,12 @@ def bare_training(cfg: dict, dataset, epochs: int) -> dict[str, float]:
             batch = Batch(text=x["text"][idx], audio=x["audio"][idx], vision=x["vision"][idx], valid=valid_b,
                           dropped={m: torch.zeros_like(t) for m, t in valid_b.items()}, label=y[idx], index=idx,
                           tokens=None if train.tokens is None else train.tokens[idx])
-            loss = model.training_losses(batch, model.train_policy(batch, gen))["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            views = model.train_policy(batch, gen)
+            for step in range(model.steps_per_batch):
+                loss = model.training_losses(views, step)["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
         t["opt_wall"] += time.perf_counter() - wall
         t["opt_cpu"] += time.process_time() - cpu
         model.eval()

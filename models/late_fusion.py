@@ -98,3 +98,9 @@ class LateFusion(MERModel):
         w = w / w.sum(1, keepdim=True)
         w = w if outs.dim() == 2 else w.unsqueeze(-1)  # (B, 3[, 1])
         return {"pred": (w * outs).sum(1), "per_modality": outs}
+
+
+LateFusion.study_defaults = {
+    # the same small budget as DQF's study defaults, so comparisons start from equal footing
+    "epochs": 6, "batch_size": 32, "lr": 2e-3, "model_config": {"hidden": 24},
+}

@@ -122,3 +122,9 @@ class MulT(MERModel):
             h = self.self_attn[m](torch.cat(streams, -1), batch.valid[m])  # (B, T_m, 2d)
             pooled.append(pool(h, batch.valid[m], self.config.pool))  # (B, 2d)
         return {"pred": self.head(torch.cat(pooled, -1))}  # (B,) or (B, C)
+
+
+MulT.study_defaults = {
+    # the same small budget as DQF's study defaults, so comparisons start from equal footing
+    "epochs": 6, "batch_size": 32, "lr": 2e-3, "model_config": {"hidden": 24},
+}

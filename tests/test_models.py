@@ -18,6 +18,7 @@ from affectune import MODALITIES
 from affectune.batch import Batch
 from affectune.data.schema import MASK_ID, PAD_ID, DatasetSpec
 from affectune.models import build_model, list_models, model_class
+from affectune.models.base import TrainViews
 from affectune.models import layers as L
 from affectune.models.dqf import AUX_KEYS
 
@@ -77,7 +78,11 @@ def make_batch(spec: DatasetSpec, mask: str = "complete", B: int = 5, seed: int 
     if spec.vocab_size:
         tokens = torch.randint(MASK_ID + 1, spec.vocab_size, (B, spec.seq_lens["text"]), generator=g)
         tokens = torch.where(valid["text"], tokens, torch.full_like(tokens, PAD_ID))
-    return Batch(**feats, valid=valid, dropped=dropped, label=label, index=torch.arange(B), tokens=tokens)
+    available = torch.ones(B, len(MODALITIES), dtype=torch.bool)
+    if mask == "modality_missing":
+        available[:, MODALITIES.index("audio")] = False  # wholly absent: the model may know it
+    return Batch(**feats, valid=valid, dropped=dropped, label=label, index=torch.arange(B), tokens=tokens,
+                 available=available)
 
 
 def pad_batch(batch: Batch, extra: int = 3, seed: int = 1) -> Batch:
@@ -125,12 +130,14 @@ def test_train_step_and_predict(name, spec_name, mask):
     batch = make_batch(spec, mask)
     model.train()
     views = model.train_policy(batch, torch.Generator().manual_seed(3))
-    assert isinstance(views, list) and views and all(isinstance(v, Batch) for v in views)
-    losses = model.training_losses(batch, views)
-    assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
-    assert all(not v.requires_grad for k, v in losses.items() if k != "loss")
+    assert isinstance(views, TrainViews) and views.complete is batch
+    assert all(isinstance(v, Batch) for v in views.trained().values())
     model.zero_grad()
-    losses["loss"].backward()
+    for step in range(model.steps_per_batch):  # gradients of every step accumulate here
+        losses = model.training_losses(views, step)
+        assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
+        assert all(not v.requires_grad for k, v in losses.items() if k != "loss")
+        losses["loss"].backward()
     excluded = NO_GRAD_EXCLUSIONS.get((name, mask), ())
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and not n.startswith(excluded) and p.grad is None]
@@ -201,18 +208,18 @@ def test_fits_a_real_synthetic_batch(name, source):
     batch = preload(ds, "train").batch(slice(0, 8))
     model = build(name, ds.spec(), dropout=0.0)
     views = model.train_policy(batch, torch.Generator().manual_seed(0))
-    assert torch.isfinite(model.training_losses(batch, views)["loss"])
+    assert torch.isfinite(model.training_losses(views)["loss"])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(25):  # complete inputs, fixed batch: the loss must fall
-        loss = model.training_losses(batch, [batch])["loss"]
+        loss = model.training_losses(TrainViews(batch))["loss"]
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        last = float(model.training_losses(batch, [batch])["loss"])
+        last = float(model.training_losses(TrainViews(batch))["loss"])
         pred = model.predict(batch)
     assert pred.shape == expected_pred_shape(ds.spec(), 8) and torch.isfinite(pred).all()
     assert last < 0.7 * first, f"{name} on {source}: loss {first:.3f} -> {last:.3f}"
@@ -238,18 +245,20 @@ def test_dqf_trains_on_uniform_ratio_masks_and_baselines_on_complete_inputs():
     dqf = build("dqf", spec)
     a = dqf.train_policy(batch, torch.Generator().manual_seed(11))
     b = dqf.train_policy(batch, torch.Generator().manual_seed(11))
-    assert len(a) == 1
-    assert any(a[0].dropped[m].any() for m in MODALITIES)
+    assert list(a.views) == ["masked"] and a.complete is batch
+    a, b = a["masked"], b["masked"]
+    assert any(a.dropped[m].any() for m in MODALITIES)
     for m in MODALITIES:
-        assert torch.equal(a[0].dropped[m], b[0].dropped[m])  # seeded
-        assert not (a[0].dropped[m] & ~batch.valid[m]).any()  # padding is never "dropped"
-        assert (a[0].features(m)[a[0].dropped[m]] == 0).all()  # dropped frames zero-filled
+        assert torch.equal(a.dropped[m], b.dropped[m])  # seeded
+        assert not (a.dropped[m] & ~batch.valid[m]).any()  # padding is never "dropped"
+        assert (a.features(m)[a.dropped[m]] == 0).all()  # dropped frames zero-filled
     for name in ("mult", "late_fusion"):
         model = build(name, spec)
-        assert model.train_policy(batch, torch.Generator().manual_seed(11)) == [batch]
+        complete = model.train_policy(batch, torch.Generator().manual_seed(11))
+        assert complete.views == {} and list(complete.trained().values()) == [batch]
         masked = build(name, spec, train_missing="uniform_ratio").train_policy(batch, torch.Generator().manual_seed(11))
         for m in MODALITIES:  # same generator, same policy -> the same masks as DQF's
-            assert torch.equal(masked[0].dropped[m], a[0].dropped[m])
+            assert torch.equal(masked["masked"].dropped[m], a.dropped[m])
 
 
 # ----------------------------------------------------------------------------- DQF specifics
@@ -259,7 +268,7 @@ def test_dqf_losses_are_task_plus_weighted_aux():
     spec = SPECS["reg_aligned"]
     model = build("dqf", spec, aux_weight=0.5).eval()  # eval: no dropout, so we can recompute
     batch = make_batch(spec, "half_frames")
-    losses = model.training_losses(batch, [batch])
+    losses = model.training_losses(TrainViews(batch))
     assert set(losses) == {"loss", "task", *(f"aux_{k}" for k in AUX_KEYS)}
     aux_sum = sum(losses[f"aux_{k}"] for k in AUX_KEYS)
     torch.testing.assert_close(losses["loss"].detach(), losses["task"] + 0.5 * aux_sum)
@@ -270,12 +279,12 @@ def test_dqf_losses_are_task_plus_weighted_aux():
     spec = SPECS["cls7_unaligned"]
     model = build("dqf", spec).eval()
     batch = make_batch(spec, "complete")
-    losses, out = model.training_losses(batch, [batch]), model(batch)
+    losses, out = model.training_losses(TrainViews(batch)), model(batch)
     torch.testing.assert_close(losses["aux_tav"], F.cross_entropy(out["aux"]["tav"], batch.label))
     torch.testing.assert_close(losses["loss"].detach(),
                                losses["task"] + sum(losses[f"aux_{k}"] for k in AUX_KEYS))
     # two views are averaged
-    two = model.training_losses(batch, [batch, batch])
+    two = model.training_losses(TrainViews(batch, {"a": batch, "b": batch}))
     torch.testing.assert_close(two["loss"], losses["loss"])
 
 

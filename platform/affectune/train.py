@@ -2,22 +2,28 @@
 
     outcome = train_loop({"model": "dqf", "dataset": "synthetic:mosi", "epochs": 20}, reporter)
 
-Per batch the model's own train-time missing policy makes the views it trains on and the model
-returns its own losses, so the loop knows nothing method-specific:
+The loop knows nothing method-specific: it calls the model's hooks (models/base.py) in order,
 
-    views = model.train_policy(batch, generator)      # masked Batches
-    losses = model.training_losses(batch, views)      # {"loss": total, ...}
+    model.on_fit_start(FitContext)                         # train split, once
+    per epoch, per batch:
+        views = model.train_policy(batch, generator)       # TrainViews
+        for step in range(model.steps_per_batch):
+            losses = model.training_losses(views, step)    # {"loss": total, ...}; one optimiser step
+    model.calibrate(EvalContext)                           # validation only
+    validation scoring -> selection -> checkpoint
+    model.on_epoch_end(epoch, EpochContext)                # may log extra floats
 
 Each epoch it validates on complete inputs (`val_<metric>`) and on a fixed, seeded masked copy of
 the validation split (`valmask_<metric>`, identical masks for every method), keeps the best
 checkpoint by the selection metric (by default the task's primary metric on the masked set, so
 selection rewards robustness), stops early after `patience` epochs without improvement, and calls
-`reporter(metrics, checkpoint_dir_or_None)`. The test split is never read here.
+`reporter(metrics, checkpoint_dir_or_None)`; `metrics["stop"]` is True on the last epoch the loop
+runs (the one copy of the stopping rule). The test split is never read here.
 
 Data parallel: if torch.distributed is initialised (e.g. inside Ray Train workers), each rank
 trains on its DistributedSampler shard through DistributedDataParallel, validation is sharded and
-all-gathered so every rank computes identical metrics (hence identical selection and stopping
-decisions), rank 0 writes checkpoints, and every rank calls the reporter once per epoch.
+all-gathered so every rank computes identical metrics (hence identical calibration, selection and
+stopping decisions), rank 0 writes checkpoints, and every rank calls the reporter once per epoch.
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ from affectune.data.schema import Dataset, DatasetSpec
 from affectune.loader import EpochBatches, TensorSplit, masked_copy, preload
 from affectune.metrics import METRICS, PRIMARY_METRIC, compute_metrics, metric_direction
 from affectune.missing import FILLS, PATTERNS, frame_mask, parse_subset
+from affectune.models.base import EpochContext, EvalContext, FitContext, PredictFn
 
 Reporter = Callable[[dict, "str | None"], None]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_FILE = "best.pt"
 CHECKPOINT_FORMAT = 1
@@ -103,6 +111,13 @@ class TrainConfig:
     """Where the best checkpoint (best.pt) is written; None = a fresh temporary directory."""
     find_unused_parameters: bool = True
     """DDP only: tolerate parameters without gradient in a step (methods that route by modality)."""
+    precision: str = "fp32"
+    """"fp32", "bf16" or "fp16": autocast dtype of the training forward and losses (fp16 adds a
+    gradient scaler); weights, optimiser state, metrics and checkpoints stay fp32."""
+    allow_tf32: bool = True
+    """On GPUs with TF32 (Ampere and later), let fp32 matmuls and convolutions use it."""
+    compile: bool = False
+    """torch.compile the model's forward (opt-in: compilation costs time up front)."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -141,6 +156,7 @@ class TrainConfig:
         need(self.val_mask_fill in FILLS, f"val_mask_fill must be one of {FILLS}, got {self.val_mask_fill!r}")
         need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
         need(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1 or None, got {self.num_threads}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
@@ -204,18 +220,19 @@ class TrainOutcome:
 
 
 class _TrainStep(nn.Module):
-    """forward(batch, views) = model.training_losses(batch, views).
+    """forward(views, step) = model.training_losses(views, step).
 
     DDP synchronises gradients only for work done inside the wrapped module's forward, so the
-    loop calls this wrapper (DDP(_TrainStep(model))) rather than model.training_losses directly.
+    loop calls this wrapper (DDP(_TrainStep(model))) for every optimiser step of a batch rather
+    than model.training_losses directly.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, views):
-        return self.model.training_losses(batch, views)
+    def forward(self, views, step: int):
+        return self.model.training_losses(views, step)
 
 
 def distributed_info() -> tuple[int, int]:
@@ -246,13 +263,32 @@ def _stream_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def check_param_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
+    """The model's parameter groups, checked: every trainable parameter in exactly one group."""
+    seen: dict[int, int] = {}
+    for k, group in enumerate(groups):
+        group["params"] = list(group["params"])
+        for p in group["params"]:
+            if id(p) in seen:
+                raise ValueError(f"{type(model).__name__}.param_groups: a parameter is in groups {seen[id(p)]} and {k}")
+            seen[id(p)] = k
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise ValueError(f"{type(model).__name__}.param_groups leaves trainable parameters out: {missing[:5]}")
+    return groups
+
+
+def build_optimizer(cfg: TrainConfig, groups) -> torch.optim.Optimizer:
+    """The configured optimiser over parameter groups (or plain parameters); a group's own "lr" /
+    "weight_decay" override the config's."""
+    groups = list(groups)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": [p for p in groups if p.requires_grad]}]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def masked_validation(data: TensorSplit, cfg: TrainConfig) -> TensorSplit:
@@ -268,22 +304,30 @@ def masked_validation(data: TensorSplit, cfg: TrainConfig) -> TensorSplit:
 
 
 @torch.inference_mode()
-def predict_split(model, data: TensorSplit, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-    """(N, out_dim) float32 predictions on CPU of `data`, rows in order.
+def predict_split(model, data: TensorSplit, batch_size: int, rank: int = 0, world_size: int = 1,
+                  fn: PredictFn | None = None) -> torch.Tensor:
+    """(N, k) float32 predictions on CPU of `data`, rows in order; `fn(batch)` (default
+    `model.predict`) returns (B,) or (B, k).
 
     With several ranks each predicts a contiguous shard and the shards are all-gathered, so every
     rank returns the same full tensor.
     """
-    out_dim = model.spec.out_dim
+    fn = fn or model.predict
     bounds = np.linspace(0, len(data), world_size + 1).astype(np.int64)
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
-    parts = [model.predict(data.batch(slice(s, min(s + batch_size, hi)))).reshape(-1, out_dim).float()
+    parts = [fn(data.batch(slice(s, min(s + batch_size, hi)))).float()
              for s in range(lo, hi, batch_size)]
-    local = torch.cat(parts) if parts else torch.zeros(0, out_dim, device=data.device)  # (n_rank, out_dim)
+    parts = [p.reshape(p.shape[0], -1) for p in parts]
+    width = parts[0].shape[1] if parts else 0
+    if world_size > 1:  # a rank with no rows learns the width from the others
+        width_t = torch.tensor([width], device=data.device)
+        dist.all_reduce(width_t, op=dist.ReduceOp.MAX)
+        width = int(width_t)
+    local = torch.cat(parts) if parts else torch.zeros(0, width, device=data.device)  # (n_rank, k)
     if world_size == 1:
         return local.cpu()
     size = int(np.max(np.diff(bounds)))
-    padded = torch.zeros(size, out_dim, device=local.device)
+    padded = torch.zeros(size, width, device=local.device)
     padded[:local.shape[0]] = local
     gathered = [torch.zeros_like(padded) for _ in range(world_size)]
     dist.all_gather(gathered, padded)
@@ -374,112 +418,220 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None) -> TrainOutcome:
-    """Train one config; see the module docstring. `dataset` skips loading `config["dataset"]`
-    (tests, benchmarks and callers that already hold it)."""
+@dataclass
+class _Run:
+    """Everything one training run holds, built once by `_prepare` (names for the loop's steps)."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    dataset: Dataset
+    train_data: TensorSplit
+    val_data: TensorSplit
+    val_masked: TensorSplit
+    model: nn.Module
+    step: nn.Module  # _TrainStep, DDP-wrapped under data parallelism
+    optimizer: torch.optim.Optimizer
+    policy_gen: torch.Generator
+    batches: EpochBatches
+    select_key: str
+    direction: str
+    ckpt_dir: Path | None
+    scaler: torch.amp.GradScaler
+
+    def autocast(self):
+        """Mixed precision for the training forward and losses (a no-op context for fp32)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    @property
+    def ckpt_path(self) -> Path | None:
+        return self.ckpt_dir / CHECKPOINT_FILE if self.ckpt_dir is not None else None
+
+    def predict(self, data: TensorSplit, fn: PredictFn | None = None) -> torch.Tensor:
+        # clone() outside inference mode: hooks may keep the result or copy it into buffers
+        return predict_split(self.model, data, self.cfg.eval_batch_size, self.rank, self.world, fn).clone()
+
+    def score(self, data: TensorSplit, pred: torch.Tensor) -> dict[str, float]:
+        return score(self.dataset.task, data, pred, self.model.spec.num_classes)
+
+    def eval_context(self, cls=EvalContext, **extra) -> EvalContext:
+        return cls(valid=self.val_data, valid_masked=self.val_masked, task=self.dataset.task,
+                   select_metric=self.select_key, direction=self.direction, predict=self.predict,
+                   score=self.score, **extra)
+
+
+@dataclass
+class _Selection:
+    """Best-so-far of the selection metric and the early-stopping counter."""
+
+    direction: str
+    patience: int | None
+    best: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    since_best: int = 0
+
+    def update(self, epoch: int, objective: float) -> bool:
+        """Record this epoch's objective; True if it is the new best."""
+        improved = _better(objective, self.best, self.direction)
+        if improved:
+            self.best, self.best_epoch, self.since_best = objective, epoch, 0
+        else:
+            self.since_best += 1
+        return improved
+
+    def should_stop(self, epoch: int, epochs: int) -> bool:
+        """The stopping rule: max epochs reached, or `patience` epochs without improvement."""
+        return epoch >= epochs or (self.patience is not None and self.since_best >= self.patience)
+
+
+def _prepare(cfg: TrainConfig, dataset: Dataset | None) -> _Run:
+    """Seeds, data, model (after its fit-start hook), DDP wrapper, optimiser and batch order."""
     from affectune.models import build_model
 
-    started = time.perf_counter()
-    cfg = TrainConfig.from_dict(config)
     rank, world = distributed_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} data-parallel workers")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
     seed_everything(cfg.seed)
-
     if dataset is None:
         from affectune.data import load
 
         dataset = load(cfg.dataset)
-    fp = dataset.fingerprint
-    spec = dataset.spec()
     select_key, direction = cfg.selection(dataset.task)
-    train_data = preload(dataset, "train", device)
-    val_data = preload(dataset, "valid", device)
-    val_masked = masked_validation(val_data, cfg)
-
-    model = build_model(cfg.model, dict(cfg.model_config), spec).to(device)  # same init on every rank
+    train_data, val_data = preload(dataset, "train", device), preload(dataset, "valid", device)
+    model = build_model(cfg.model, dict(cfg.model_config), dataset.spec()).to(device)  # same init on every rank
+    with torch.no_grad():  # before DDP: buffers it fills are identical on every rank (same data)
+        model.on_fit_start(FitContext(train=train_data, spec=model.spec, config=cfg.to_dict(),
+                                      dataset_name=dataset.source))
+    if cfg.compile:
+        model.compile()  # the forward only: hooks and losses stay eager Python
     step: nn.Module = _TrainStep(model)
     if world > 1:
         step = nn.parallel.DistributedDataParallel(step, find_unused_parameters=cfg.find_unused_parameters)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, check_param_groups(model, model.param_groups(cfg.to_dict())))
     torch.manual_seed(_stream_seed(cfg.seed, rank, 1))  # dropout differs per rank, reproducibly
     policy_gen = torch.Generator(device=device).manual_seed(_stream_seed(cfg.seed, rank, 2))
     batches = EpochBatches(train_data, cfg.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
-
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if rank == 0 and ckpt_dir is None:
         ckpt_dir = Path(tempfile.mkdtemp(prefix="affectune-ckpt-"))
-    ckpt_path = ckpt_dir / CHECKPOINT_FILE if (rank == 0 and ckpt_dir is not None) else None
+    return _Run(cfg, rank, world, device, dataset, train_data, val_data, masked_validation(val_data, cfg),
+                model, step, optimizer, policy_gen, batches, select_key, direction,
+                ckpt_dir if rank == 0 else None,
+                torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"))
 
-    history: list[dict] = []
-    best: float | None = None
-    best_epoch, best_metrics, since_best, stopped_early = 0, {}, 0, False
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
-        model.train()
-        batches.set_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        seen = torch.zeros((), device=device)
-        for batch in batches:
-            views = model.train_policy(batch, policy_gen)
-            losses = step(batch, views)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            # Accumulate on-device (no per-step .item() sync); sample-weighted means per epoch.
-            for k, v in losses.items():
+
+def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
+    """Backward and step; with fp16 the scaler scales the loss and skips steps with inf gradients."""
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """One pass over this rank's shard; returns sample-weighted mean losses over all ranks."""
+    run.model.train()
+    run.batches.set_epoch(epoch)
+    sums: dict[str, torch.Tensor] = {}
+    seen = torch.zeros((), device=run.device)
+    for batch in run.batches:
+        views = run.model.train_policy(batch, run.policy_gen)
+        for k in range(run.model.steps_per_batch):
+            with run.autocast():
+                losses = run.step(views, k)
+            _optimizer_step(run, losses["loss"].float())
+            # Accumulate on-device (no per-step .item() sync); a later step's key gets a suffix.
+            for key, v in losses.items():
                 if v.ndim == 0:
-                    sums[k] = sums.get(k, 0.0) + v.detach() * batch.size
-            seen += batch.size
-        train_time, train_cpu = time.perf_counter() - epoch_start, time.process_time() - epoch_cpu
-        keys = sorted(sums)
-        reduced = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [seen]).float(), world).cpu()
-        train = {("train_loss" if k == "loss" else f"train_{k}"): float(reduced[i] / reduced[-1])
-                 for i, k in enumerate(keys)}
-        if not math.isfinite(train["train_loss"]):
-            raise FloatingPointError(f"training diverged: train loss is {train['train_loss']} at epoch {epoch} "
-                                     f"(model {cfg.model!r}, lr {cfg.lr})")
+                    name = key if k == 0 else f"{key}_step{k}"
+                    sums[name] = sums.get(name, 0.0) + v.detach().float() * batch.size
+        seen += batch.size
+    keys = sorted(sums)
+    reduced = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [seen]).float(), run.world).cpu()
+    train = {("train_loss" if k == "loss" else f"train_{k}"): float(reduced[i] / reduced[-1])
+             for i, k in enumerate(keys)}
+    if not math.isfinite(train["train_loss"]):
+        raise FloatingPointError(f"training diverged: train loss is {train['train_loss']} at epoch {epoch} "
+                                 f"(model {run.cfg.model!r}, lr {run.cfg.lr})")
+    return train
 
-        model.eval()
-        metrics: dict[str, Any] = {"epoch": epoch, **train}
-        for prefix, data in (("val", val_data), ("valmask", val_masked)):
-            pred = predict_split(model, data, cfg.eval_batch_size, rank, world)
-            metrics.update({f"{prefix}_{k}": v for k, v in score(dataset.task, data, pred, spec.num_classes).items()})
-        objective = float(metrics[select_key])
-        improved = _better(objective, best, direction)
-        if improved:
-            best, best_epoch, since_best = objective, epoch, 0
-        else:
-            since_best += 1
-        metrics.update(objective=objective, best_objective=best if best is not None else float("nan"),
-                       best_epoch=best_epoch, train_time_s=train_time, train_cpu_s=train_cpu,
-                       epoch_time_s=time.perf_counter() - epoch_start,
-                       epoch_cpu_s=time.process_time() - epoch_cpu)
-        if improved:
-            best_metrics = dict(metrics)
-        model.on_epoch_end(epoch, {**metrics, "valid_data": val_data, "valid_masked": val_masked})
-        reported_dir = None
-        if improved and ckpt_path is not None:
-            save_checkpoint(ckpt_path, model, cfg, fingerprint=fp, epoch=epoch, metrics=metrics)
-            reported_dir = str(ckpt_dir)
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Calibrate on validation, then the `val_*` and `valmask_*` metrics of the calibrated model."""
+    run.model.eval()
+    with torch.no_grad():
+        run.model.calibrate(run.eval_context())
+    metrics: dict[str, float] = {}
+    for prefix, data in (("val", run.val_data), ("valmask", run.val_masked)):
+        metrics.update({f"{prefix}_{k}": v for k, v in run.score(data, run.predict(data)).items()})
+    return metrics
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run_epoch(run: _Run, epoch: int, selection: _Selection) -> tuple[dict, str | None]:
+    """Train, validate, select, checkpoint, end-of-epoch hook: (reported metrics, checkpoint dir)."""
+    epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
+    train = _train_epoch(run, epoch)
+    _synchronize(run.device)
+    train_time, train_cpu = time.perf_counter() - epoch_start, time.process_time() - epoch_cpu
+    metrics: dict[str, Any] = {"epoch": epoch, **train, **_validate(run)}
+    objective = float(metrics[run.select_key])
+    improved = selection.update(epoch, objective)
+    metrics.update(objective=objective, best_objective=selection.best if selection.best is not None else math.nan,
+                   best_epoch=selection.best_epoch, train_time_s=train_time, train_cpu_s=train_cpu)
+    saved = None
+    if improved and run.ckpt_path is not None:
+        save_checkpoint(run.ckpt_path, run.model, run.cfg, fingerprint=run.dataset.fingerprint, epoch=epoch,
+                        metrics=metrics)
+        saved = str(run.ckpt_dir)
+    with torch.no_grad():
+        extra = run.model.on_epoch_end(epoch, run.eval_context(EpochContext, metrics=dict(metrics))) or {}
+    metrics.update({k: float(v) for k, v in extra.items()})
+    metrics.update(epoch_time_s=time.perf_counter() - epoch_start, epoch_cpu_s=time.process_time() - epoch_cpu,
+                   stop=selection.should_stop(epoch, run.cfg.epochs))
+    if improved:
+        selection.best_metrics = dict(metrics)
+    return metrics, saved
+
+
+def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None) -> TrainOutcome:
+    """Train one config; see the module docstring. `dataset` skips loading `config["dataset"]`
+    (tests, benchmarks and callers that already hold it)."""
+    started = time.perf_counter()
+    cfg = TrainConfig.from_dict(config)
+    run = _prepare(cfg, dataset)
+    selection = _Selection(run.direction, cfg.patience)
+    history: list[dict] = []
+    for epoch in range(1, cfg.epochs + 1):
+        metrics, saved = _run_epoch(run, epoch, selection)
         history.append(dict(metrics))
         if reporter is not None:
-            reporter(dict(metrics), reported_dir)
-        if cfg.patience is not None and since_best >= cfg.patience:
-            stopped_early = epoch < cfg.epochs
+            reporter(dict(metrics), saved)
+        if metrics["stop"]:
             break
-
-    if best_epoch == 0:
-        raise FloatingPointError(f"no epoch produced a finite {select_key}; nothing was selected")
+    if selection.best_epoch == 0:
+        raise FloatingPointError(f"no epoch produced a finite {run.select_key}; nothing was selected")
     return TrainOutcome(
-        best_epoch=best_epoch, best_objective=float(best), select_metric=select_key,
-        best_metrics=best_metrics, checkpoint_path=str(ckpt_path) if ckpt_path else None,
-        num_parameters=model.num_parameters(), history=history,
+        best_epoch=selection.best_epoch, best_objective=float(selection.best), select_metric=run.select_key,
+        best_metrics=selection.best_metrics, checkpoint_path=str(run.ckpt_path) if run.ckpt_path else None,
+        num_parameters=run.model.num_parameters(), history=history,
         wall_time_s=time.perf_counter() - started, epochs_run=len(history),
-        stopped_early=stopped_early, dataset_fingerprint=fp, config=cfg.to_dict(),
+        stopped_early=len(history) < cfg.epochs, dataset_fingerprint=run.dataset.fingerprint,
+        config=cfg.to_dict(),
     )
