@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup browser demo test bench dashboard clean
+.PHONY: setup browser demo test bench dashboard gpu-check clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test: setup browser
 
 bench: setup
 	$(PY) -m benchmarks
+
+# does this machine (or, with ADDRESS=auto, the cluster) work with affectune? exits non-zero if not
+ADDRESS ?=
+gpu-check: setup
+	$(PY) -m affectune doctor $(if $(ADDRESS),--address $(ADDRESS))
 
 # the dashboard over the demo's store (results/); another store: make dashboard STORE=dir
 # Private by default (.streamlit/config.toml, repeated here so no other config can widen it):

@@ -9,6 +9,8 @@ the cloud. Both are pure for the AWS provider, so the same calls run here withou
 from __future__ import annotations
 
 import copy
+import fnmatch
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -149,3 +151,79 @@ def test_start_commands_join_the_head_and_enable_the_autoscaler(prepared):
     assert "ray start --head --port=6379" in head
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
     assert "ray start --address=$RAY_HEAD_IP:6379" in worker
+
+
+# ----------------------------------------------------------------------------- launch permissions
+POLICY_FILE = REPO_ROOT / "cluster-iam-policy.json"
+PUT_POLICY = re.compile(r"aws iam put-role-policy --role-name (\S+) --policy-name \S+ \\?\s*"
+                        r"--policy-document file://cluster-iam-policy\.json")
+
+
+def _ray_default_profile_and_role() -> tuple[str, str]:
+    """DEFAULT_RAY_INSTANCE_PROFILE / DEFAULT_RAY_IAM_ROLE from Ray's AWS launcher source (read as
+    text: importing it needs boto3, which is not a project dependency)."""
+    source = (Path(ray.__file__).parent / "autoscaler/_private/aws/config.py").read_text()
+    prefix = re.search(r'^RAY = "([^"]+)"$', source, re.M).group(1)
+    profile = re.search(r'^DEFAULT_RAY_INSTANCE_PROFILE = RAY \+ "([^"]+)"$', source, re.M).group(1)
+    role = re.search(r'^DEFAULT_RAY_IAM_ROLE = RAY \+ "([^"]+)"$', source, re.M).group(1)
+    return prefix + profile, prefix + role
+
+
+def _statements(action: str) -> list[dict]:
+    policy = json.loads(POLICY_FILE.read_text())
+    return [s for s in policy["Statement"] if s["Effect"] == "Allow"
+            and action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+
+
+def test_workers_run_with_the_profile_ray_creates_for_the_head(prepared):
+    profile, _role = _ray_default_profile_and_role()
+    head = prepared["available_node_types"][prepared["head_node_type"]]["node_config"]
+    # No profile on the head: `ray up` then creates/uses Ray's default one (config.py:276-351).
+    assert "IamInstanceProfile" not in head
+    for name, spec in prepared["available_node_types"].items():
+        if name != prepared["head_node_type"]:
+            assert spec["node_config"]["IamInstanceProfile"] == {"Name": profile}, name
+
+
+def test_the_head_may_pass_the_worker_role_and_resolve_the_ami():
+    _profile, role = _ray_default_profile_and_role()
+    (pass_role,) = _statements("iam:PassRole")
+    role_arn = f"arn:aws:iam::123456789012:role/{role}"
+    assert fnmatch.fnmatchcase(role_arn, pass_role["Resource"])
+    assert not fnmatch.fnmatchcase("arn:aws:iam::123456789012:role/admin", pass_role["Resource"])
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+
+    config = _raw_config()
+    region = config["provider"]["region"]
+    (ssm,) = _statements("ssm:GetParameters")
+    for name, spec in config["available_node_types"].items():
+        image = spec["node_config"]["ImageId"]
+        if image.startswith("resolve:ssm:"):
+            parameter_arn = f"arn:aws:ssm:{region}::parameter{image.removeprefix('resolve:ssm:')}"
+            assert fnmatch.fnmatchcase(parameter_arn, ssm["Resource"]), (name, parameter_arn)
+
+
+def test_the_one_grant_command_is_in_the_config_and_the_walkthrough():
+    _profile, role = _ray_default_profile_and_role()
+    for path in (CLUSTER_YAML, REPO_ROOT / "docs" / "cluster.md"):
+        text = path.read_text().replace("#   ", "").replace("#       ", "")
+        match = PUT_POLICY.search(text)
+        assert match, f"{path.name} does not show the put-role-policy command"
+        assert match.group(1) == role
+
+
+def test_no_credentials_or_account_ids_in_the_launch_files():
+    for path in (CLUSTER_YAML, POLICY_FILE):
+        text = path.read_text()
+        assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text), path.name  # access key ids
+        assert not re.search(r"aws_(secret_)?access_key|aws_session_token", text, re.I), path.name
+        assert not re.search(r"\b\d{12}\b", text), path.name  # account ids
+
+
+def test_setup_records_the_code_version_from_shipped_git_metadata(prepared):
+    assert prepared["file_mounts"][f"{REMOTE_PROJECT_DIR}/.git"] == "./.git"
+    lines = prepared["setup_commands"]
+    install = next(i for i, line in enumerate(lines) if re.search(rf"-e {re.escape(REMOTE_PROJECT_DIR)}\b", line))
+    version = next(i for i, line in enumerate(lines) if "write_code_version()" in line)
+    assert version > install  # it imports the installed package
+    assert "rm -f ~/affectune/platform/affectune/CODE_VERSION" in lines[version]  # rsync never deletes

@@ -67,7 +67,14 @@ def add_train_commands(subparsers) -> None:
     add(subparsers)
 
 
-COMMAND_GROUPS = [add_data_commands, add_train_commands]
+def add_doctor_command(subparsers) -> None:
+    """`doctor` (implemented in affectune.doctor)."""
+    from affectune.doctor import add_doctor_command as add
+
+    add(subparsers)
+
+
+COMMAND_GROUPS = [add_data_commands, add_train_commands, add_doctor_command]
 """Functions that each add one command group to the top-level subparsers."""
 
 

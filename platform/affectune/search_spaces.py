@@ -119,6 +119,18 @@ def _point_label(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
+class GridDefine:
+    """The define-by-run function of a `grid_space`: draws one point label, returns its values.
+
+    A module-level class, not a closure, so Tune can pickle the searcher that holds it."""
+
+    def __init__(self, points: dict[str, dict], name: str):
+        self.points, self.__name__ = points, name
+
+    def __call__(self, trial) -> dict:
+        return dict(self.points[trial.suggest_categorical(GRID_PARAM, list(self.points))])
+
+
 def grid_space(method: str, name: str, points: list[dict], *, description: str = "") -> SearchSpace:
     """Register a finite space given by its points only (written once, e.g. DQF's Table 5 pairs).
 
@@ -128,12 +140,7 @@ def grid_space(method: str, name: str, points: list[dict], *, description: str =
     labels = [_point_label(p) for p in points]
     if not points or len(set(labels)) != len(labels):
         raise ValueError(f"grid space {name!r} of {method!r}: points must be distinct and non-empty")
-    by_label = dict(zip(labels, points))
-
-    def define(trial) -> dict:
-        return dict(by_label[trial.suggest_categorical(GRID_PARAM, labels)])
-
-    define.__name__ = f"{method}_{name}_grid"
+    define = GridDefine(dict(zip(labels, points)), f"{method}_{name}_grid")
     register_space(method, name, description=description, grid=[{GRID_PARAM: lb} for lb in labels],
                    helpers=(GRID_PARAM,))(define)
     return _SPACES[(method, name)]

@@ -106,7 +106,8 @@ class TrainConfig:
     val_mask_seed: int = 12345
     """Mask seed of the masked validation set (differs from the test seeds 0, 1, 2 on purpose)."""
     device: str = "auto"
-    """"auto" (cuda if available), "cpu" or "cuda" (cuda:LOCAL_RANK under data parallelism)."""
+    """"auto" (a GPU Ray reserved, or cuda:LOCAL_RANK under torchrun; else the CPU), "cpu" or "cuda"
+    (affectune.devices has the rule)."""
     num_threads: int | None = None
     """torch intra-op threads for this process; None leaves torch's default."""
     checkpoint_dir: str | None = None
@@ -245,13 +246,11 @@ def distributed_info() -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """This process's device: Ray's GPU reservation in Ray workers, LOCAL_RANK under torchrun
+    (rule and Ray source references: affectune.devices)."""
+    from affectune.devices import resolve
+
+    return resolve(name)
 
 
 def seed_everything(seed: int) -> None:

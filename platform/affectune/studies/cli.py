@@ -8,10 +8,17 @@ import math
 import os
 from pathlib import Path
 
-from affectune.studies.spec import StudySpec
+from affectune.studies.spec import COLD_START_TIMEOUT_S, StudySpec
 
 REPO_RESULTS = str(Path(__file__).resolve().parents[3] / "results")
-"""Default store root: results/ in the repository (git-ignored)."""
+"""Default store root without AFFECTUNE_STORAGE: results/ in the repository (git-ignored)."""
+STORAGE_ENV = "AFFECTUNE_STORAGE"
+"""Environment variable naming the default store root (cluster.yaml sets it on every node)."""
+
+
+def default_storage() -> str:
+    """$AFFECTUNE_STORAGE when set (and not empty), else the repository's results/."""
+    return os.environ.get(STORAGE_ENV) or REPO_RESULTS
 
 
 def _json_dict(text: str) -> dict:
@@ -64,9 +71,15 @@ def build_parser(method: str, spaces: list[str], description: str, defaults: dic
     p.add_argument("--mask-seeds", type=_seeds, default=d.get("mask_seeds", (0, 1, 2)),
                    help="mask seeds of the test grid")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--storage", default=REPO_RESULTS, help="study store root (local dir or s3://...)")
+    p.add_argument("--storage", default=default_storage(),
+                   help=f"study store root (local dir or s3://...); default ${STORAGE_ENV} when set")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="the local --storage path is mounted on every node (NFS, EFS): allow it on a cluster")
     p.add_argument("--ray-storage", default=None, help="Tune storage_path (default STORAGE/ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: local Ray")
+    p.add_argument("--worker-start-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long a trial waits for its Ray Train workers to be placed (cold GPU nodes); "
+                        f"default {COLD_START_TIMEOUT_S:g} with --address, Ray's 60 without")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     p.add_argument("--smoke-test", action="store_true",
                    help="3 trials x 1 epoch on a tiny dataset: exercises Train, Tune, Optuna, the grid and the store")
@@ -115,9 +128,17 @@ def spec_from_args(method: str, args) -> StudySpec:
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, resources_per_worker=args.worker_resources,
         execution=args.execution, storage=args.storage, ray_storage_path=args.ray_storage,
+        shared_storage=args.shared_storage, worker_start_timeout_s=_worker_start_timeout(args),
         top_k=args.top_k, eval_seeds=args.eval_seeds, mask_seeds=args.mask_seeds, seed=args.seed,
         verbose=0 if args.quiet else 1,
     )
+
+
+def _worker_start_timeout(args) -> float | None:
+    """--worker-start-timeout, else COLD_START_TIMEOUT_S on a cluster (--address), else Ray's default."""
+    if args.worker_start_timeout is not None:
+        return args.worker_start_timeout
+    return COLD_START_TIMEOUT_S if args.address else None
 
 
 def format_result(result, spec: StudySpec) -> str:
@@ -152,12 +173,16 @@ def format_result(result, spec: StudySpec) -> str:
 def study_main(method: str, spaces: list[str], description: str, argv=None, defaults: dict | None = None):
     """Parse flags, run the study, print the summary; returns the StudyResult."""
     from affectune.studies.runner import StudyExists, run_study
+    from affectune.studies.spec import StoreNotShared
 
     args = build_parser(method, spaces, description, defaults or {}).parse_args(argv)
-    spec = spec_from_args(method, args)
+    try:
+        spec = spec_from_args(method, args)
+    except ValueError as exc:  # StudySpec's checks name the flag's field and what to do
+        raise SystemExit(f"error: {exc}") from None
     try:
         result = run_study(spec, address=args.address, resume=args.resume)
-    except StudyExists as exc:
+    except (StudyExists, StoreNotShared) as exc:
         raise SystemExit(f"error: {exc}") from None
     if result.interrupted:
         print(f"interrupted: run again with --resume --name {spec.name} to finish the study", flush=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from affectune.studies.spec import StudySpec
+from affectune.studies.spec import StudySpec, check_store_shared
 from affectune.studies.trial import TrialContext, search_view, trial_trainable
 
 
@@ -113,6 +114,42 @@ def init_ray(address: str | None = None, **kwargs) -> None:
         ray.init(**kwargs)
 
 
+def cluster_shape() -> tuple[int, bool]:
+    """(machines with a live Ray node, whether an autoscaler can add nodes) of the connected Ray.
+
+    Every head runs a monitor that publishes an "autoscaler_report" (ray/autoscaler/_private/
+    monitor.py:411-452); see `autoscaler_adds_nodes` for telling a `ray up` autoscaler from the
+    read-only one of `ray.init()` / a manual `ray start`. Autoscaler v2 clusters also publish
+    node-group configs (ray/_private/state.py:983-1044, what Ray Train's feasibility check reads)."""
+    import ray
+    from ray._private import ray_constants
+    from ray._private.state import state
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    hosts = len({node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]})
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    autoscaling = bool(status) and autoscaler_adds_nodes(json.loads(status).get("autoscaler_report") or {})
+    try:
+        autoscaling = autoscaling or state.get_max_resources_from_cluster_config() is not None
+    except Exception:  # noqa: BLE001 - a GCS without cluster configs: the monitor's report decides
+        pass
+    return hosts, autoscaling
+
+
+_READONLY_NODE_TYPE = re.compile(r"node_[0-9a-f]+")
+"""How the read-only provider names node types (ray/autoscaler/_private/util.py:986-988)."""
+
+
+def autoscaler_adds_nodes(report: dict) -> bool:
+    """True when the monitor's autoscaler_report (an AutoscalerSummary as a dict) comes from a
+    cluster config's node types (`ray up`), False for the read-only provider that only mirrors
+    manually started nodes under per-node types "node_<id>" and never launches any
+    (monitor.py:108-125, 228-240)."""
+    types = set(report.get("active_nodes") or {}) | set(report.get("pending_launches") or {})
+    types |= {entry[1] for entry in report.get("pending_nodes") or []}
+    return any(not _READONLY_NODE_TYPE.fullmatch(t) for t in types)
+
+
 def _resolve_objectives(spec: StudySpec, dataset) -> tuple[tuple[str, str], ...]:
     """Modes filled in: "objective" follows the train loop's selection direction, metrics their own."""
     from affectune.metrics import metric_direction
@@ -183,6 +220,7 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
         raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
                           "pass resume=True (--resume) to continue it, or choose another name (--name)")
     init_ray(address)
+    check_store_shared(spec, *cluster_shape())  # before any trial writes a row on some node's disk
 
     dataset = load(spec.dataset)  # the driver loads once; trials get a reference
     fingerprint = dataset.fingerprint
@@ -209,6 +247,7 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
         objectives=objectives, execution=execution, workers=spec.workers_per_trial,
         gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
         resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
+        worker_start_timeout_s=spec.worker_start_timeout_s, controller_failure_limit=spec.controller_failure_limit,
     )
     # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
     refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 EXECUTIONS = ("auto", "train", "in_process")
+COLD_START_TIMEOUT_S = 1200.0
+"""Worker-group start timeout for studies on a cluster (--address): a g5 node takes ~10 min to
+launch and run cluster.yaml's setup; twice that leaves room for a slow AMI or package mirror."""
 MODES = ("max", "min")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -44,7 +47,7 @@ class StudySpec:
     workers_per_trial: int = 1
     """Ray Train data-parallel workers per trial."""
     gpus_per_worker: float = 0.0
-    """GPUs per worker (0 = CPU training)."""
+    """GPUs per worker (0 = CPU training); whole numbers when workers_per_trial > 1 (NCCL)."""
     cpus_per_worker: float = 1.0
     """Logical CPUs per worker (fractions let several workers share a core in tests)."""
     resources_per_worker: dict = field(default_factory=dict)
@@ -72,6 +75,15 @@ class StudySpec:
     """Seeds the searcher (TPE) and every search trial's training."""
     verbose: int = 1
     """Tune progress output: 0 silent, 1 compact status, 2 per-result lines."""
+    worker_start_timeout_s: float | None = None
+    """Seconds Ray Train waits for a trial's workers to be placed before the attempt fails; None =
+    Ray's default (60 s). On an autoscaling cluster a new GPU node takes about 10 minutes to launch
+    and set up, so the CLI uses COLD_START_TIMEOUT_S there."""
+    controller_failure_limit: int = 2
+    """Ray Train controller failures (a worker-group start timeout is one) a trial survives."""
+    shared_storage: bool = False
+    """The local `storage` path is a filesystem every node mounts (NFS, EFS); lifts the refusal of
+    node-local store paths on multi-node clusters."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -106,6 +118,16 @@ class StudySpec:
              "resources_per_worker must map resource names to amounts >= 0")
         need(not {"CPU", "GPU", "cpu", "gpu"} & set(self.resources_per_worker),
              "set CPUs and GPUs with cpus_per_worker / gpus_per_worker, not resources_per_worker")
+        need(self.workers_per_trial == 1 or float(self.gpus_per_worker).is_integer(),
+             f"{self.workers_per_trial} workers per trial with gpus_per_worker={self.gpus_per_worker}: "
+             "several workers of one trial would share a GPU, which NCCL refuses (one GPU per rank). "
+             "Use whole GPUs per worker (gpus_per_worker=1), or run one worker per trial with a "
+             "fraction (workers_per_trial=1, gpus_per_worker=0.5) and pack trials on a GPU with "
+             "max_concurrent")
+        need(self.worker_start_timeout_s is None or self.worker_start_timeout_s > 0,
+             f"worker_start_timeout_s must be > 0 or None, got {self.worker_start_timeout_s}")
+        need(self.controller_failure_limit >= -1,
+             f"controller_failure_limit must be >= 0 (or -1: unlimited), got {self.controller_failure_limit}")
         need(self.execution in EXECUTIONS, f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
         need(self.execution != "in_process" or (self.workers_per_trial == 1),
              "execution 'in_process' runs one worker; use 'train' for workers_per_trial > 1")
@@ -137,3 +159,34 @@ class StudySpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+
+def is_node_local(path: str) -> bool:
+    """True for a path on the local filesystem (plain path or file://), False for s3://, gs://, ..."""
+    return "://" not in path or path.startswith("file://")
+
+
+class StoreNotShared(ValueError):
+    """A node-local store path on a cluster whose trials can run on other machines."""
+
+
+def check_store_shared(spec: StudySpec, hosts: int, autoscaling: bool) -> None:
+    """Refuse a node-local store on a cluster whose trials can run on another machine.
+
+    `hosts`: distinct machines with live Ray nodes (nodes on one machine share its disk);
+    `autoscaling`: the cluster can add machines (a `ray up` cluster starts with the head alone).
+    Trial rows are written by the trials themselves, so a local path there means rows scattered
+    over the workers' disks and an empty selection on the driver.
+    """
+    if spec.shared_storage or (hosts <= 1 and not autoscaling):
+        return
+    local = [p for p in (spec.storage, spec.tune_storage) if is_node_local(p)]
+    if local:
+        where = f"{hosts} machine{'s' if hosts != 1 else ''}" + (" and an autoscaler that adds more"
+                                                                if autoscaling else "")
+        raise StoreNotShared(
+            f"StudySpec {spec.name!r}: store path(s) {local} are on this node's disk, but the cluster "
+            f"has {where}: trials on other nodes would write their rows to their own disks. Use a "
+            "store every node reaches: --storage s3://your-bucket/prefix (or export AFFECTUNE_STORAGE, "
+            "which cluster.yaml sets on every node); if the path is a filesystem mounted on every node "
+            "(NFS, EFS), pass --shared-storage (shared_storage=True).")

@@ -81,6 +81,8 @@ class TrialContext:
     tune_storage: str
     seed: int
     phase: str = "search"  # "search" writes trial rows; "eval" only persists checkpoints
+    worker_start_timeout_s: float | None = None  # Ray Train's worker-group start timeout; None = Ray's 60 s
+    controller_failure_limit: int = 2  # Ray Train controller failures (start timeouts included) tolerated
 
 
 def _store(ctx: TrialContext):
@@ -166,6 +168,7 @@ def run_worker(worker_config: dict) -> None:
     store = _store(ctx) if rank == 0 else None
 
     patience, epochs = config.get("patience", 10), int(config.get("epochs", 20))
+    device_row = _claim_device(ctx, config)
 
     def finish() -> None:
         """Rank 0: persist the best checkpoint and write the completed row (idempotent)."""
@@ -174,7 +177,7 @@ def run_worker(worker_config: dict) -> None:
                                       CHECKPOINT_FILE)
         if ctx.phase == "search":
             store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "completed", started,
-                                              attempts, checkpoint_path=artifact))
+                                              attempts, checkpoint_path=artifact, **device_row))
 
     def reporter(metrics: dict, checkpoint_dir: str | None) -> None:
         metrics = tracker.update(metrics)
@@ -186,7 +189,7 @@ def run_worker(worker_config: dict) -> None:
             finish()
         elif store is not None and ctx.phase == "search":
             store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "stopped",
-                                              started, attempts))
+                                              started, attempts, **device_row))
         if in_train:
             from ray.train import Checkpoint
 
@@ -203,6 +206,17 @@ def run_worker(worker_config: dict) -> None:
     finally:
         if local_ckpt:
             shutil.rmtree(local_ckpt, ignore_errors=True)
+
+
+def _claim_device(ctx: TrialContext, config: dict) -> dict:
+    """This worker's device (the rule of affectune.devices, as train_loop applies it) for the trial
+    row, after capping its CUDA memory to the GPU fraction it reserved: whole splits are preloaded
+    onto the GPU, so trials packed on one GPU must not take each other's memory."""
+    from affectune.devices import cap_gpu_memory, describe, resolve
+
+    device = resolve(config.get("device", "auto"))
+    cap_gpu_memory(device, ctx.gpus_per_worker)
+    return describe(device)
 
 
 def _train_worker_entry(worker_config: dict) -> None:
@@ -289,11 +303,18 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
     """Build and fit a TorchTrainer; its reports reach Tune through TuneReportCallback."""
     import ray.train
     from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = {"CPU": ctx.cpus_per_worker, **ctx.resources_per_worker}
     if ctx.gpus_per_worker:
         resources["GPU"] = ctx.gpus_per_worker
+    if ctx.worker_start_timeout_s is not None:
+        # Ray Train reads this variable where fit() runs (this trial's process) and hands it to its
+        # controller (ray/train/v2/_internal/constants.py:44-46, 125-143, 178-190;
+        # api/data_parallel_trainer.py:268-282), whose worker group waits that long for its
+        # placement group (execution/worker_group/worker_group.py:173-178, 301).
+        os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(float(ctx.worker_start_timeout_s))
     metric, mode = ctx.objectives[0]
     run_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
     trainer = TorchTrainer(
@@ -305,7 +326,9 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
             # Named after the trial (no timestamp) so a restarted trial finds its own run directory.
             name=f"{ctx.study}-{run_name}",
             storage_path=f"{ctx.tune_storage.rstrip('/')}/{ctx.study}-train",
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=2),
+            # A start timeout is a controller failure (execution/failure_handling/default.py:20-23, 100-110).
+            failure_config=ray.train.FailureConfig(max_failures=0,
+                                                   controller_failure_limit=ctx.controller_failure_limit),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=[TuneReportCallback()],
