@@ -220,6 +220,9 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
         raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
                           "pass resume=True (--resume) to continue it, or choose another name (--name)")
     store.check_writable()  # a read-only or full store fails here, before Ray starts or any trial trains
+    # Every epoch reports a checkpoint (mid-trial resume) and num_to_keep=1 forces an experiment
+    # snapshot each time, by design; Tune's "snapshotting may become a bottleneck" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
     check_store_shared(spec, *cluster_shape())  # before any trial writes a row on some node's disk
 
