@@ -26,8 +26,20 @@ Decisions where the paper is silent (see docs/models.md):
     and LayerNorm (Z <- LN(Z^ + Linear([H_a->b, H_b->a]))); the paper gives no stacking rule.
   * Pooling: unimodal features are masked means of H_m over valid frames; eq. 8's AvgPool is a
     mean over the P_ab query slots; eq. 9's Pool takes the CLS output (`fusion_pool="cls"`).
-Ablations of Table 4: `use_qua=False` (plain transformer encoder, no queries), `use_qca=False`
-(plain cross-modal attention between H_a and H_b instead of Q-CA, no pair queries).
+Variants of Table 4 (sec. 4.5.1), each a config field:
+  * `unimodal="transformer"` is "w/o Q-UA": "Q-UA is replaced by a Transformer encoder". No queries;
+    to keep the comparison about the query mechanism and not about order information, the frames
+    get positions instead (`plain_positions`: a learned per-frame table shaped like Q_m, default).
+  * `cross_modal="concat"` is "w/o Q-CA": "Q-CA is replaced by a Transformer that takes concatenated
+    unimodal features as input". With no Q-CA there are no bimodal features, so eq. 9 has nothing
+    to fuse; the Transformer's [CLS] output is the trimodal feature:
+        [CLS; H_t + e_t; H_a + e_a; H_v + e_v]  (B, 1 + T_t + T_a + T_v, d) -> Transformer -> h_tav
+    (e_m: learned modality-type embeddings), the final MLP reads [h_t, h_a, h_v, h_tav] (B, 4d) and
+    eq. 1 sums the 4 auxiliary losses that exist (t, a, v, tav).
+  * `cross_modal="mult"` is "Q-UA w/ MulT": "Q-CA is replaced by MuT". Per pair, MulT's pre-norm
+    cross-modal transformers (models/mult.py) replace eq. 5: H_a->b = CM(H_b reads H_a) (B, T_b, d)
+    and H_b->a; each is mean-pooled over valid frames, concat -> Linear (eq. 7) -> H~_ab (B, d);
+    eq. 9 and the 7-feature MLP are unchanged.
 """
 
 from __future__ import annotations
@@ -44,15 +56,23 @@ from affectune.models._registry import register
 from affectune.models.base import MERModel, ModelConfig, TrainViews
 from affectune.search_spaces import grid_space, register_space
 from affectune.models.layers import (
-    CrossAttentionBlock, MultiHeadAttention, ResidualSelfAttention, SinusoidalPositionalEncoding,
-    TaskHead, TemporalConv, TransformerEncoderLayer, fit_to_length, masked_mean,
+    MultiHeadAttention, ResidualSelfAttention, SinusoidalPositionalEncoding, TaskHead, TemporalConv,
+    TransformerEncoder, TransformerEncoderLayer, fit_to_length, masked_mean,
 )
+from affectune.models.mult import CrossModalTransformer
 
 PAIRS: tuple[tuple[str, str], ...] = (("text", "audio"), ("text", "vision"), ("audio", "vision"))
 """Q-CA modality pairs ta, tv, av."""
 
 AUX_KEYS: tuple[str, ...] = ("t", "a", "v", "ta", "tv", "av", "tav")
 """The 7 auxiliary objectives of eq. 1, one per modality combination."""
+
+CONCAT_AUX_KEYS: tuple[str, ...] = ("t", "a", "v", "tav")
+"""The objectives of Table 4's "w/o Q-CA": no Q-CA, so no bimodal features."""
+
+UNIMODAL = ("qua", "transformer")
+CROSS_MODAL = ("qca", "mult", "concat")
+PLAIN_POSITIONS = ("learned", "sinusoidal", "none")
 
 
 def pair_key(a: str, b: str) -> str:
@@ -72,17 +92,19 @@ class DQFConfig(ModelConfig):
     kernel_size: int = 3
     """Temporal kernel of the per-modality Conv1D (odd)."""
     aux_weight: float = 1.0
-    """Weight of the sum of the 7 auxiliary losses (paper: 1.0)."""
+    """Weight of the sum of the auxiliary losses (7; 4 with cross_modal="concat") (paper: 1.0)."""
     num_queries: int = 0
     """Q-UA query slots per modality; 0 = the modality's sequence length (paper), capped at it."""
     pair_queries: int = 0
     """Q-CA shared query slots per pair; 0 = the shorter of the pair's two sequence lengths."""
-    use_qua: bool = True
-    """False: Table 4's "w/o Q-UA", a plain transformer encoder without queries."""
-    use_qca: bool = True
-    """False: Table 4's "w/o Q-CA", plain cross-modal attention between H_a and H_b."""
+    unimodal: str = "qua"
+    """Unimodal encoder: "qua" (paper) or "transformer" (Table 4's "w/o Q-UA": no queries)."""
+    plain_positions: str = "learned"
+    """Positions of the "w/o Q-UA" encoder in place of Q_m: "learned" (shaped like Q_m), "sinusoidal", "none"."""
+    cross_modal: str = "qca"
+    """Cross-modal encoder: "qca" (paper), "mult" (Table 4's "Q-UA w/ MulT"), "concat" ("w/o Q-CA")."""
     fusion_pool: str = "cls"
-    """Eq. 9's Pool over [H~_ta, H~_tv, H~_av, CLS]: "cls" (the CLS output) or "mean"."""
+    """Eq. 9's Pool (and "concat"'s): "cls" (the CLS output) or "mean" (of the 4 tokens; "concat": valid frames)."""
     sinusoidal_pe: bool = False
     """Add sinusoidal positions to X^_m (the paper names none; Q-UA queries are per-frame)."""
 
@@ -103,6 +125,10 @@ class DQFConfig(ModelConfig):
                              "must be >= 0 (0 = sequence length)")
         if self.fusion_pool not in ("cls", "mean"):
             raise ValueError(f"fusion_pool must be 'cls' or 'mean', got {self.fusion_pool!r}")
+        for name, choices in (("unimodal", UNIMODAL), ("cross_modal", CROSS_MODAL),
+                              ("plain_positions", PLAIN_POSITIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
 
 
 class QCALayer(nn.Module):
@@ -149,23 +175,47 @@ class QCA(nn.Module):
         return z.mean(1)  # eq. 8 AvgPool over the query slots -> (B, d)
 
 
-class PlainCrossModal(nn.Module):
-    """Table 4's "w/o Q-CA": each modality's frames attend to the other's; no query.
+class MulTPair(nn.Module):
+    """Table 4's "Q-UA w/ MulT" for a pair (a, b): MulT's cross-modal transformers replace eq. 5.
 
-    b reads a for `layers` CrossAttentionBlocks (and a reads b); each stream is mean-pooled over
-    its valid frames, then concat -> Linear (pooling commutes with eq. 7's Linear) -> (B, d)."""
+    b's frames read a (and a's read b) through `layers` pre-norm blocks; each stream is mean-pooled
+    over its valid frames (eq. 8's AvgPool), then concat -> Linear (eq. 7; the Linear commutes with
+    the pooling) -> H~_ab (B, d)."""
 
     def __init__(self, dim: int, heads: int, dropout: float, layers: int, ff_mult: int):
         super().__init__()
-        self.a2b = nn.ModuleList(CrossAttentionBlock(dim, heads, dropout, ff_mult) for _ in range(layers))
-        self.b2a = nn.ModuleList(CrossAttentionBlock(dim, heads, dropout, ff_mult) for _ in range(layers))
+        self.a2b = CrossModalTransformer(dim, heads, layers, dropout, ff_mult)
+        self.b2a = CrossModalTransformer(dim, heads, layers, dropout, ff_mult)
         self.fuse = nn.Linear(2 * dim, dim)
 
     def forward(self, h_a, v_a, h_b, v_b) -> torch.Tensor:
-        s_b, s_a = h_b, h_a  # (B, T_b, d), (B, T_a, d)
-        for blk_ab, blk_ba in zip(self.a2b, self.b2a):
-            s_b, s_a = blk_ab(s_b, v_b, h_a, v_a), blk_ba(s_a, v_a, h_b, v_b)
-        return self.fuse(torch.cat([masked_mean(s_b, v_b), masked_mean(s_a, v_a)], -1))  # (B, d)
+        a2b = self.a2b(h_b, v_b, h_a, v_a)  # (B, T_b, d): b reads a
+        b2a = self.b2a(h_a, v_a, h_b, v_b)  # (B, T_a, d): a reads b
+        return self.fuse(torch.cat([masked_mean(a2b, v_b), masked_mean(b2a, v_a)], -1))  # (B, d)
+
+
+class ConcatTransformer(nn.Module):
+    """Table 4's "w/o Q-CA": one Transformer over the concatenated unimodal sequences -> h_tav (B, d).
+
+    Input [CLS; H_t + e_t; H_a + e_a; H_v + e_v] (B, 1 + T_t + T_a + T_v, d); e_m tells the
+    Transformer which modality a frame comes from (positions within a modality are already in H_m).
+    Output: the CLS frame (`pool="cls"`) or the mean over valid unimodal frames (`"mean"`)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, layers: int, ff_mult: int, pool: str):
+        super().__init__()
+        self.pool = pool
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # (1, 1, d)
+        self.modality = nn.Parameter(torch.randn(len(MODALITIES), dim) * 0.02)  # e_m (3, d)
+        self.encoder = TransformerEncoder(dim, heads, layers, dropout, ff_mult)
+
+    def forward(self, H: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        B = H[MODALITIES[0]].shape[0]
+        frames = torch.cat([H[m] + self.modality[i] for i, m in enumerate(MODALITIES)], 1)  # (B, sum T_m, d)
+        frames_valid = torch.cat([valid[m] for m in MODALITIES], 1)  # (B, sum T_m)
+        x = torch.cat([self.cls.expand(B, -1, -1), frames], 1)  # (B, 1 + sum T_m, d)
+        x_valid = torch.cat([frames_valid.new_ones(B, 1), frames_valid], 1)
+        out = self.encoder(x, x_valid)  # (B, 1 + sum T_m, d)
+        return out[:, 0] if self.pool == "cls" else masked_mean(out[:, 1:], frames_valid)  # (B, d)
 
 
 @register("dqf")
@@ -177,30 +227,45 @@ class DQF(MERModel):
     def __init__(self, config: DQFConfig, spec: DatasetSpec):
         super().__init__(config, spec)
         c, d = config, config.hidden
+        self.aux_keys = CONCAT_AUX_KEYS if c.cross_modal == "concat" else AUX_KEYS
         self.proj = nn.ModuleDict({m: TemporalConv(spec.dims[m], d, c.kernel_size) for m in MODALITIES})
         self.pos = SinusoidalPositionalEncoding(d) if c.sinusoidal_pe else None
-        # Q-UA: per-modality queries (P_m, d), one query update and one transformer layer per layer
-        if c.use_qua:
-            slots = {m: min(c.num_queries or spec.seq_lens[m], spec.seq_lens[m]) for m in MODALITIES}
-            self.queries = nn.ParameterDict({m: nn.Parameter(torch.randn(max(slots[m], 1), d) * 0.02)
-                                             for m in MODALITIES})
+        self._build_unimodal(c, spec)
+        self._build_cross_modal(c, spec)
+        self.aux_heads = nn.ModuleDict({k: TaskHead(d, spec, d, c.dropout) for k in self.aux_keys})
+        self.head = TaskHead(len(self.aux_keys) * d, spec, d, c.dropout)  # on uni-, bi-, trimodal features
+
+    def _build_unimodal(self, c: DQFConfig, spec: DatasetSpec) -> None:
+        """Q-UA's queries (P_m, d) and their per-layer updates, or the "w/o Q-UA" positions."""
+        d = c.hidden
+        slots = {m: max(min(c.num_queries or spec.seq_lens[m], spec.seq_lens[m]), 1) for m in MODALITIES}
+        if c.unimodal == "qua":
+            self.queries = nn.ParameterDict({m: nn.Parameter(torch.randn(slots[m], d) * 0.02) for m in MODALITIES})
             self.query_updates = nn.ModuleDict({m: nn.ModuleList(ResidualSelfAttention(d, c.heads, c.dropout)
                                                                  for _ in range(c.layers)) for m in MODALITIES})
+        elif c.plain_positions == "learned":  # same shape, init and frame placement as Q_m
+            self.positions = nn.ParameterDict({m: nn.Parameter(torch.randn(slots[m], d) * 0.02) for m in MODALITIES})
+        elif c.plain_positions == "sinusoidal":
+            self.plain_sinusoidal = SinusoidalPositionalEncoding(d)
         self.encoders = nn.ModuleDict({m: nn.ModuleList(TransformerEncoderLayer(d, c.heads, c.dropout, c.ff_mult)
                                                         for _ in range(c.layers)) for m in MODALITIES})
-        # Q-CA (or the plain cross-modal ablation) per pair
-        if c.use_qca:
+
+    def _build_cross_modal(self, c: DQFConfig, spec: DatasetSpec) -> None:
+        """Q-CA per pair and eq. 9's fusion, or one of Table 4's replacements."""
+        d = c.hidden
+        if c.cross_modal == "concat":  # "w/o Q-CA": no pairs, no eq. 9
+            self.concat = ConcatTransformer(d, c.heads, c.dropout, c.layers, c.ff_mult, c.fusion_pool)
+            return
+        if c.cross_modal == "qca":
             self.pairs = nn.ModuleDict({
                 pair_key(a, b): QCA(d, c.heads, c.dropout, c.layers, spec.seq_lens[a], spec.seq_lens[b],
                                     max(c.pair_queries or min(spec.seq_lens[a], spec.seq_lens[b]), 1))
                 for a, b in PAIRS})
-        else:
-            self.pairs = nn.ModuleDict({pair_key(a, b): PlainCrossModal(d, c.heads, c.dropout, c.layers, c.ff_mult)
+        else:  # "mult"
+            self.pairs = nn.ModuleDict({pair_key(a, b): MulTPair(d, c.heads, c.dropout, c.layers, c.ff_mult)
                                         for a, b in PAIRS})
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # [CLS] of eq. 9
         self.fusion = ResidualSelfAttention(d, c.heads, c.dropout)  # MHSA of eq. 9
-        self.aux_heads = nn.ModuleDict({k: TaskHead(d, spec, d, c.dropout) for k in AUX_KEYS})
-        self.head = TaskHead(len(AUX_KEYS) * d, spec, d, c.dropout)  # on unimodal+bimodal+trimodal
 
     # -- training policy and losses ---------------------------------------------------------------
     def train_policy(self, batch: Batch, generator: torch.Generator) -> TrainViews:
@@ -209,12 +274,12 @@ class DQF(MERModel):
         return TrainViews(batch, {"masked": missing.uniform_ratio(batch, generator)})
 
     def training_losses(self, views: TrainViews, step: int = 0) -> dict[str, torch.Tensor]:
-        """Eq. 1 on each view, averaged over views: loss = task + aux_weight * sum of 7 aux losses."""
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("loss", "task", *(f"aux_{k}" for k in AUX_KEYS))}
+        """Eq. 1 on each view, averaged over views: loss = task + aux_weight * sum of the aux losses."""
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("loss", "task", *(f"aux_{k}" for k in self.aux_keys))}
         for view in views.trained().values():
             out = self(view)
             task = self.task_loss(out["pred"], view.label)
-            aux = {k: self.task_loss(out["aux"][k], view.label) for k in AUX_KEYS}
+            aux = {k: self.task_loss(out["aux"][k], view.label) for k in self.aux_keys}
             parts["loss"].append(task + self.config.aux_weight * torch.stack(list(aux.values())).sum())
             parts["task"].append(task)
             for k, v in aux.items():
@@ -224,30 +289,47 @@ class DQF(MERModel):
 
     # -- forward --------------------------------------------------------------------------------
     def encode(self, batch: Batch, m: str) -> torch.Tensor:
-        """Conv1D + Q-UA (or plain transformer) for modality m: (B, T_m, D_m) -> H_m (B, T_m, d)."""
-        valid = batch.valid[m]  # (B, T_m)
+        """Conv1D + Q-UA (or the "w/o Q-UA" transformer) for modality m: (B, T_m, D_m) -> H_m (B, T_m, d)."""
+        valid, T = batch.valid[m], self.spec.seq_lens[m]  # (B, T_m)
         h = self.proj[m](batch.features(m), valid)  # X^_m (B, T_m, d), eq. 2
         if self.pos is not None:
             h = self.pos(h)
-        q = self.queries[m].unsqueeze(0) if self.config.use_qua else None  # (1, P_m, d)
+        qua = self.config.unimodal == "qua"
+        if not qua:
+            h = self.add_plain_positions(h, m)
+        q = self.queries[m].unsqueeze(0) if qua else None  # (1, P_m, d)
         for layer_idx, encoder in enumerate(self.encoders[m]):
             if q is not None:
                 q = self.query_updates[m][layer_idx](q)  # Q^_m (1, P_m, d), eq. 3
-                h = h + fit_to_length(q, self.spec.seq_lens[m], h.shape[1])  # X^ + Q^, eq. 4
+                h = h + fit_to_length(q, T, h.shape[1])  # X^ + Q^, eq. 4
             h = encoder(h, valid)  # (B, T_m, d)
         return h
+
+    def add_plain_positions(self, h: torch.Tensor, m: str) -> torch.Tensor:
+        """"w/o Q-UA": positions added once before the first layer (a transformer's), (B, T_m, d)."""
+        if self.config.plain_positions == "learned":
+            return h + fit_to_length(self.positions[m], self.spec.seq_lens[m], h.shape[1])
+        if self.config.plain_positions == "sinusoidal":
+            return self.plain_sinusoidal(h)
+        return h  # "none": the confounded comparison, kept to measure what positions alone give
+
+    def cross_modal(self, H: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Bimodal features H~_ab (B, d) and the trimodal H^_ca (B, d), keyed ta, tv, av, tav."""
+        if self.config.cross_modal == "concat":
+            return {"tav": self.concat(H, valid)}
+        feats = {pair_key(a, b): self.pairs[pair_key(a, b)](H[a], valid[a], H[b], valid[b]) for a, b in PAIRS}
+        B = H[MODALITIES[0]].shape[0]
+        tokens = torch.stack([feats["ta"], feats["tv"], feats["av"], self.cls.expand(B, -1, -1).squeeze(1)], 1)
+        fused = self.fusion(tokens)  # (B, 4, d), eq. 9
+        feats["tav"] = fused[:, -1] if self.config.fusion_pool == "cls" else fused.mean(1)  # (B, d)
+        return feats
 
     def forward(self, batch: Batch) -> dict:
         H = {m: self.encode(batch, m) for m in MODALITIES}
         feats = {SHORT[m]: masked_mean(H[m], batch.valid[m]) for m in MODALITIES}  # 3 x (B, d)
-        for a, b in PAIRS:
-            feats[pair_key(a, b)] = self.pairs[pair_key(a, b)](H[a], batch.valid[a], H[b], batch.valid[b])
-        tokens = torch.stack([feats["ta"], feats["tv"], feats["av"],
-                              self.cls.expand(batch.size, -1, -1).squeeze(1)], 1)  # (B, 4, d)
-        fused = self.fusion(tokens)  # (B, 4, d), eq. 9
-        feats["tav"] = fused[:, -1] if self.config.fusion_pool == "cls" else fused.mean(1)  # (B, d)
-        aux = {k: self.aux_heads[k](feats[k]) for k in AUX_KEYS}
-        pred = self.head(torch.cat([feats[k] for k in AUX_KEYS], -1))  # (B,) or (B, C)
+        feats.update(self.cross_modal(H, batch.valid))
+        aux = {k: self.aux_heads[k](feats[k]) for k in self.aux_keys}
+        pred = self.head(torch.cat([feats[k] for k in self.aux_keys], -1))  # (B,) or (B, C)
         return {"pred": pred, "aux": aux}
 
 
@@ -283,3 +365,13 @@ def dqf_wide(trial) -> dict:
     trial.suggest_float("dropout", low=0.0, high=0.5)
     trial.suggest_float("aux_weight", low=0.0, high=2.0)
     return {"hidden": heads * head_dim}
+
+
+TABLE4_VARIANTS = {"DQF": {"unimodal": "qua", "cross_modal": "qca"},
+                   "w/o Q-UA": {"unimodal": "transformer", "cross_modal": "qca"},
+                   "w/o Q-CA": {"unimodal": "qua", "cross_modal": "concat"},
+                   "Q-UA w/ MulT": {"unimodal": "qua", "cross_modal": "mult"}}
+"""The rows of the paper's Table 4, as config overrides."""
+
+grid_space("dqf", "table4", list(TABLE4_VARIANTS.values()),
+           description="DQF Table 4: DQF, w/o Q-UA, w/o Q-CA, Q-UA w/ MulT")

@@ -45,9 +45,9 @@ def test_bad_set_key_is_a_clear_error():
 
 def test_overrides_route_to_train_or_model_config():
     cfg = apply_overrides({"model": "dqf", "dataset": "synthetic:mosi", "epochs": 1},
-                          ["lr=0.01", "hidden=32", "model_config.heads=2", "use_qca=false", "optimizer=sgd"])
+                          ["lr=0.01", "hidden=32", "model_config.heads=2", "sinusoidal_pe=false", "optimizer=sgd"])
     assert cfg["lr"] == 0.01 and cfg["optimizer"] == "sgd"
-    assert cfg["model_config"] == {"hidden": 32, "heads": 2, "use_qca": False}
+    assert cfg["model_config"] == {"hidden": 32, "heads": 2, "sinusoidal_pe": False}
     assert parse_value("[1, 2]") == [1, 2] and parse_value("adam") == "adam" and parse_value("null") is None
 
 

@@ -20,7 +20,7 @@ from affectune.data.schema import MASK_ID, PAD_ID, DatasetSpec
 from affectune.models import build_model, list_models, model_class
 from affectune.models.base import TrainViews
 from affectune.models import layers as L
-from affectune.models.dqf import AUX_KEYS
+from affectune.models.dqf import AUX_KEYS, CONCAT_AUX_KEYS, TABLE4_VARIANTS
 
 DIMS = {"text": 10, "audio": 4, "vision": 6}
 SPECS = {
@@ -234,6 +234,9 @@ def test_config_errors_name_the_field():
         build_model("late_fusion", {"train_missing": "sometimes"}, SPECS["reg_aligned"])
     with pytest.raises(ValueError, match="unknown config field"):
         build_model("dqf", {"layer": 3}, SPECS["reg_aligned"])
+    for field, value in (("cross_modal", "pairwise"), ("unimodal", "mlp"), ("plain_positions", "rope")):
+        with pytest.raises(ValueError, match=f"{field} must be one of"):
+            build_model("dqf", {field: value}, SPECS["reg_aligned"])
 
 
 # ----------------------------------------------------------------------------- train policies
@@ -288,19 +291,84 @@ def test_dqf_losses_are_task_plus_weighted_aux():
     torch.testing.assert_close(two["loss"], losses["loss"])
 
 
-def test_dqf_ablations_change_the_architecture():
+
+def test_dqf_table4_variants_change_the_architecture():
     spec = SPECS["cls4_unaligned"]
     names = lambda model: {n for n, _ in model.named_parameters()}  # noqa: E731
     full = build("dqf", spec)
-    no_qua = build("dqf", spec, use_qua=False)
-    no_qca = build("dqf", spec, use_qca=False)
-    assert {f"queries.{m}" for m in MODALITIES} <= names(full)
-    assert {"pairs.ta.query", "pairs.tv.query", "pairs.av.query"} <= names(full)
+    no_qua, no_qca, with_mult = (build("dqf", spec, **TABLE4_VARIANTS[k]) for k in ("w/o Q-UA", "w/o Q-CA", "Q-UA w/ MulT"))
+    queries = {f"queries.{m}" for m in MODALITIES}
+    assert queries <= names(full) and {"pairs.ta.query", "pairs.tv.query", "pairs.av.query"} <= names(full)
+    # w/o Q-UA: no queries nor their updates; learned positions shaped like the queries instead
     assert not any(n.startswith(("queries.", "query_updates.")) for n in names(no_qua))
+    assert {m: no_qua.positions[m].shape for m in MODALITIES} == {m: full.queries[m].shape for m in MODALITIES}
     assert {"pairs.ta.query"} <= names(no_qua)
-    assert not any(n.startswith("pairs.") and n.endswith(".query") for n in names(no_qca))
-    assert {f"queries.{m}" for m in MODALITIES} <= names(no_qca)
-    assert len({full.num_parameters(), no_qua.num_parameters(), no_qca.num_parameters()}) == 3
+    # w/o Q-CA: no pair modules and no eq. 9 fusion; one transformer over the concatenation
+    assert queries <= names(no_qca)
+    assert not any(n.startswith(("pairs.", "fusion.", "cls")) for n in names(no_qca))
+    assert any(n.startswith("concat.encoder.") for n in names(no_qca))
+    assert set(no_qca.aux_heads) == set(CONCAT_AUX_KEYS) and no_qca.head.mlp.net[0].in_features == 4 * 16
+    # Q-UA w/ MulT: Q-UA kept, MulT's cross-modal transformers in place of Q-CA, eq. 9 kept
+    from affectune.models.mult import CrossModalTransformer
+
+    assert queries <= names(with_mult) and {"cls"} <= names(with_mult)
+    assert not any(n.startswith("pairs.") and n.endswith(".query") for n in names(with_mult))
+    assert all(isinstance(with_mult.pairs[k].a2b, CrossModalTransformer) for k in ("ta", "tv", "av"))
+    assert with_mult.head.mlp.net[0].in_features == 7 * 16
+    counts = {m.num_parameters() for m in (full, no_qua, no_qca, with_mult)}
+    assert len(counts) == 4
+
+
+@pytest.mark.parametrize("variant", ["w/o Q-UA", "w/o Q-CA", "Q-UA w/ MulT"])
+@pytest.mark.parametrize("spec_name", ["reg_aligned", "cls4_unaligned"])
+def test_dqf_table4_variants_train_and_ignore_padding(variant, spec_name):
+    spec = SPECS[spec_name]
+    model = build("dqf", spec, **TABLE4_VARIANTS[variant])
+    batch = make_batch(spec, "half_frames", seed=2)
+    losses = model.training_losses(model.train_policy(batch, torch.Generator().manual_seed(0)))
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())  # every part of the variant trains
+    model.eval()
+    for mask in ("complete", "length_zero"):
+        batch = make_batch(spec, mask, seed=4)
+        with torch.no_grad():
+            ref, padded = model.predict(batch), model.predict(pad_batch(batch))
+        assert torch.isfinite(ref).all()
+        torch.testing.assert_close(padded, ref, atol=1e-5, rtol=0)
+
+
+def test_dqf_without_qca_losses_are_the_four_that_exist():
+    spec = SPECS["reg_aligned"]
+    model = build("dqf", spec, cross_modal="concat", aux_weight=0.5).eval()
+    batch = make_batch(spec, "half_frames")
+    losses, out = model.training_losses(TrainViews(batch)), model(batch)
+    assert set(losses) == {"loss", "task", "aux_t", "aux_a", "aux_v", "aux_tav"} and set(out["aux"]) == set(CONCAT_AUX_KEYS)
+    expected = (out["pred"] - batch.label).abs().mean() + 0.5 * sum(
+        (out["aux"][k] - batch.label).abs().mean() for k in CONCAT_AUX_KEYS)
+    torch.testing.assert_close(losses["loss"].detach(), expected)
+    # the trimodal feature reads every modality: changing only the text changes the tav head
+    other_text = batch.replace(text=batch.text + 1.0)
+    with torch.no_grad():
+        assert (model(other_text)["aux"]["tav"] - out["aux"]["tav"]).abs().max() > 1e-4
+
+
+def test_dqf_without_qua_keeps_a_positional_signal():
+    """Kernel-1 Conv, no positions and the concat transformer make a modality's frame order
+    invisible (self-attention is permutation-equivariant, pooling invariant); positions restore it."""
+    spec = SPECS["reg_aligned"]
+    batch = make_batch(spec, "complete", seed=3)
+    full = batch.valid["audio"].all(1)  # samples whose every audio frame is valid (flip keeps the mask)
+    assert full.any()
+    reversed_audio = batch.replace(audio=torch.where(full[:, None, None], batch.audio.flip(1), batch.audio))
+    preds = {}
+    for positions in ("none", "learned", "sinusoidal"):
+        model = build("dqf", spec, unimodal="transformer", plain_positions=positions, kernel_size=1,
+                      cross_modal="concat").eval()
+        with torch.no_grad():
+            preds[positions] = (model.predict(batch)[full], model.predict(reversed_audio)[full])
+    torch.testing.assert_close(preds["none"][1], preds["none"][0], atol=1e-5, rtol=0)
+    for positions in ("learned", "sinusoidal"):
+        assert (preds[positions][1] - preds[positions][0]).abs().max() > 1e-4
 
 
 def test_dqf_query_lengths():
