@@ -256,6 +256,11 @@ def page_trials(snap: views.StoreSnapshot) -> None:
         if keys:
             key = st.selectbox("Learning-curve metric", keys, key="trial_lc_key")
             show_chart(views.learning_curves_figure(frame, key), "trial_learning_curves")
+            groups = views.curve_distributions(frame)  # e.g. per-combination sampling probabilities
+            if groups:
+                group = st.selectbox("Distribution over epochs", sorted(groups), key="trial_dist_group")
+                trial = st.selectbox("Trial", list(frame["trial_id"]), key="trial_dist_trial")
+                show_chart(views.trial_distribution_figure(frame, trial, groups[group]), "trial_distribution")
         else:
             st.info("No learning curves were recorded for these trials.")
     with tab_pareto:

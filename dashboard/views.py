@@ -674,6 +674,41 @@ def learning_curves_figure(frame: pd.DataFrame, key: str) -> go.Figure:
     return fig
 
 
+def curve_distributions(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Learning-curve key groups that form a distribution per epoch: prefix -> keys.
+
+    Keys `<prefix>_<name>` (split at the last "_") sharing a prefix, at least two, whose values in
+    every recorded epoch lie in [0, 1] and sum to 1 (e.g. a method's per-combination sampling
+    probabilities logged by its epoch-end hook)."""
+    groups: dict[str, set[str]] = {}
+    for key in learning_curve_keys(frame):
+        if "_" in key:
+            groups.setdefault(key.rsplit("_", 1)[0], set()).add(key)
+    found = {}
+    for prefix, keys in groups.items():
+        rows = [[e[k] for k in keys] for text in frame["learning_curve"]
+                for e in (_json_loads(text, []) or []) if isinstance(e, Mapping) and keys <= e.keys()]
+        if len(keys) >= 2 and rows and all(min(r) >= 0 and max(r) <= 1 and abs(sum(r) - 1) < 1e-6 for r in rows):
+            found[prefix] = sorted(keys)
+    return found
+
+
+def trial_distribution_figure(frame: pd.DataFrame, trial_id: str, keys: Sequence[str]) -> go.Figure:
+    """One trial's distribution keys (see `curve_distributions`) against the epoch, one line per key."""
+    rec = frame[frame["trial_id"] == trial_id]
+    curve = _json_loads(rec["learning_curve"].iloc[0], []) if len(rec) else []
+    epochs = [e for e in curve or [] if isinstance(e, Mapping)]
+    fig = go.Figure()
+    for key in keys:
+        points = [(e.get("epoch", i + 1), e[key]) for i, e in enumerate(epochs) if key in e]
+        fig.add_trace(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers",
+                                 name=key.rsplit("_", 1)[-1]))
+    prefix = os.path.commonprefix(list(keys)).rstrip("_")
+    fig.update_layout(title=f"{prefix} of trial {trial_id} over epochs", xaxis_title="epoch",
+                      yaxis_title="probability", template="plotly_white", height=420)
+    return fig
+
+
 def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     """Non-dominated rows of values (N, K) where modes[k] is "min" or "max"."""
     values = np.asarray(values, float)

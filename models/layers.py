@@ -295,3 +295,62 @@ class ResidualSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.norm(x + self.drop(self.attn(x, x, x, valid)))
+
+
+# ----------------------------------------------------------------------------- low-rank adaptation
+
+
+class LoRALinear(nn.Module):
+    """A linear layer with one shared and `num_private` routed low-rank updates (LoRA).
+
+    LoRA (Hu et al., ICLR 2022): W x + b + scale * B A dropout(x), with A (r, in) Kaiming-uniform
+    and B (out, r) zero, so at initialisation every adapted output equals the base layer's.
+    Two paths through the same base weights (MCULoRA's MCLA; multi-task LoRA in general):
+      * `forward(x)`                 base + the shared adapter, for every sample;
+      * `forward(x, route)`          base + private adapter `route[b]` for sample b, route (B,) long.
+    Each private adapter is its own parameter pair (`private_A.k`, `private_B.k`), so an adapter
+    no sample of the batch routes to gets no gradient at all (and no optimiser update).
+    x is (B, in) or (B, ..., in); the output has the same leading shape with `out` features.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int, num_private: int, dropout: float = 0.0,
+                 scale: float = 1.0, bias: bool = True):
+        super().__init__()
+        if rank < 1 or num_private < 0:
+            raise ValueError(f"LoRA rank must be >= 1 and num_private >= 0, got rank={rank}, "
+                             f"num_private={num_private}")
+        self.base = nn.Linear(in_dim, out_dim, bias=bias)
+        self.rank, self.scale = rank, scale
+        self.shared_A = nn.Parameter(torch.empty(rank, in_dim))  # (r, in)
+        self.shared_B = nn.Parameter(torch.zeros(out_dim, rank))  # (out, r)
+        self.private_A = nn.ParameterList(nn.Parameter(torch.empty(rank, in_dim)) for _ in range(num_private))
+        self.private_B = nn.ParameterList(nn.Parameter(torch.zeros(out_dim, rank)) for _ in range(num_private))
+        for a in (self.shared_A, *self.private_A):
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # nn.Linear's own init, as LoRA does
+        self.lora_dropout = nn.Dropout(dropout)
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """The adapter weights (A and B of the shared and every private adapter), not the base."""
+        return [self.shared_A, self.shared_B, *self.private_A, *self.private_B]
+
+    def forward(self, x: torch.Tensor, route: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.base(x)  # (B, ..., out)
+        h = self.lora_dropout(x)
+        if route is None:
+            return y + self.scale * (h @ self.shared_A.T @ self.shared_B.T)
+        return y + self.scale * self._routed(h, route)
+
+    def _routed(self, h: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+        """Per-sample private update with the adapters the batch routes to (and only those)."""
+        if route.shape != h.shape[:1]:
+            raise ValueError(f"route must have shape ({h.shape[0]},), got {tuple(route.shape)}")
+        used = torch.unique(route).tolist()  # sorted adapter ids present in the batch
+        if used[0] < 0 or used[-1] >= len(self.private_A):
+            raise ValueError(f"route ids {used} out of range: this layer has {len(self.private_A)} private adapters")
+        A = torch.stack([self.private_A[k] for k in used])  # (K, r, in): unused adapters stay out of the graph
+        B = torch.stack([self.private_B[k] for k in used])  # (K, out, r)
+        slot = torch.searchsorted(torch.tensor(used, device=route.device), route)  # (B,) index into the K used
+        x = h.reshape(h.shape[0], -1, h.shape[-1])  # (B, N, in)
+        low = torch.bmm(x, A[slot].transpose(1, 2))  # (B, N, r)
+        out = torch.bmm(low, B[slot].transpose(1, 2))  # (B, N, out)
+        return out.reshape(*h.shape[:-1], out.shape[-1])

@@ -30,9 +30,14 @@ SPECS = {
 }
 MASKS = ("complete", "half_frames", "modality_missing", "length_zero")
 
-# Parameters that legitimately get no gradient in some case: (model, mask) -> name prefixes.
-# Empty: every trainable parameter of every model receives a gradient under every mask.
-NO_GRAD_EXCLUSIONS: dict[tuple[str, str], tuple[str, ...]] = {}
+# Parameters that legitimately get no gradient in some case: (model, mask) -> parts of their dotted
+# names (a prefix, or a part anywhere in the name). Every other trainable parameter of every model
+# must receive a gradient under every mask.
+NO_GRAD_EXCLUSIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    # MCULoRA routes each sample to the private LoRA of its modality combination; a 5-sample batch
+    # never holds all 7 combinations, so the other combinations' adapters get no gradient by design.
+    **{("mculora", mask): (".private_A.", ".private_B.") for mask in MASKS},
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -140,7 +145,7 @@ def test_train_step_and_predict(name, spec_name, mask):
         losses["loss"].backward()
     excluded = NO_GRAD_EXCLUSIONS.get((name, mask), ())
     missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and not n.startswith(excluded) and p.grad is None]
+               if p.requires_grad and not any(part in n for part in excluded) and p.grad is None]
     assert not missing, f"{name}: parameters without gradient: {missing}"
     bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert not bad, f"{name}: non-finite gradients in {bad}"
@@ -193,7 +198,8 @@ def test_parameter_count_and_sample_independence(name):
         first = model.predict(batch.replace(
             text=batch.text[:1], audio=batch.audio[:1], vision=batch.vision[:1],
             valid={m: v[:1] for m, v in batch.valid.items()}, dropped={m: v[:1] for m, v in batch.dropped.items()},
-            label=batch.label[:1], index=batch.index[:1], tokens=batch.tokens[:1]))
+            label=batch.label[:1], index=batch.index[:1], tokens=batch.tokens[:1],
+            available=batch.available[:1]))
     torch.testing.assert_close(first, full[:1], atol=1e-5, rtol=0)
 
 
