@@ -219,6 +219,10 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
     if len(existing) and not resume:  # checked before Ray starts: nothing is overwritten
         raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
                           "pass resume=True (--resume) to continue it, or choose another name (--name)")
+    store.check_writable()  # a read-only or full store fails here, before Ray starts or any trial trains
+    # Every epoch reports a checkpoint (mid-trial resume) and num_to_keep=1 forces an experiment
+    # snapshot each time, by design; Tune's "snapshotting may become a bottleneck" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
     check_store_shared(spec, *cluster_shape())  # before any trial writes a row on some node's disk
 
@@ -248,6 +252,7 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
         gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
         resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
         worker_start_timeout_s=spec.worker_start_timeout_s, controller_failure_limit=spec.controller_failure_limit,
+        train_max_failures=spec.max_failures,
     )
     # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
     refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}
@@ -405,6 +410,7 @@ def _evaluate_selected(spec, ctx, refs, store, dataset, objectives, selected, tr
                            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
                            run_config=tune.RunConfig(name=f"{spec.name}-eval", storage_path=spec.tune_storage,
                                                      failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                                      verbose=0,
                                                      callbacks=[ProgressLine(f"{spec.name}-eval", objectives[0][0])]
                                                      if spec.verbose else None))

@@ -83,6 +83,7 @@ class TrialContext:
     phase: str = "search"  # "search" writes trial rows; "eval" only persists checkpoints
     worker_start_timeout_s: float | None = None  # Ray Train's worker-group start timeout; None = Ray's 60 s
     controller_failure_limit: int = 2  # Ray Train controller failures (start timeouts included) tolerated
+    train_max_failures: int = 1  # Ray Train worker-group restarts per trial attempt (from latest.pt)
 
 
 def _store(ctx: TrialContext):
@@ -157,12 +158,12 @@ def run_worker(worker_config: dict) -> None:
 
     ctx: TrialContext = worker_config["ctx"]
     config, params, trial_id = worker_config["config"], worker_config["params"], worker_config["trial_id"]
+    in_train = ctx.execution == "train"
     started, attempts = worker_config["started"], worker_config["attempts"]
     dataset = ray.get(worker_config["dataset_ref"][0])
     if ctx.phase == "search" and set(dataset.splits) - set(SEARCH_SPLITS):
         raise RuntimeError(f"search trials must receive the validation-only view of the dataset, got splits "
                            f"{sorted(dataset.splits)}")
-    in_train = ctx.execution == "train"
     rank = distributed_info()[0]
     tracker = _Tracker(ctx.objectives, worker_config["num_parameters"])
     store = _store(ctx) if rank == 0 else None
@@ -190,22 +191,65 @@ def run_worker(worker_config: dict) -> None:
         elif store is not None and ctx.phase == "search":
             store.write_trial(ctx.study, _row(ctx, trial_id, params, config, tracker, "stopped",
                                               started, attempts, **device_row))
-        if in_train:
-            from ray.train import Checkpoint
-
-            checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            ray.train.report(metrics, checkpoint=checkpoint)  # a barrier: every rank, every epoch
-        else:
-            ray.tune.report(metrics)
+        # Every epoch rank 0 reports its checkpoint directory: best.pt (the selected weights) and
+        # latest.pt (the resume state); Ray keeps only this newest one (num_to_keep=1).
+        _report(in_train, metrics, local_ckpt)
 
     local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
+    resume_dir = tempfile.mkdtemp(prefix="affectune-resume-")
     try:
-        train_loop({**config, "checkpoint_dir": local_ckpt}, reporter, dataset=dataset)
+        resume_from = _restore_latest(in_train, resume_dir, local_ckpt)
+        if resume_from is not None:
+            for past in torch_load_history(resume_from):  # the curve keeps each epoch once
+                tracker.update(past)
+        train_loop({**config, "checkpoint_dir": local_ckpt}, reporter, dataset=dataset,
+                   resume_from=resume_from)
         if rank == 0:
             finish()  # normally already done at the last report; cheap and idempotent
     finally:
+        for path in (local_ckpt, resume_dir):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _report(in_train: bool, metrics: dict, checkpoint_dir: str | None) -> None:
+    """ray.train.report inside Ray Train workers (a barrier: every rank, every epoch), else
+    ray.tune.report from the Tune trial itself; with the checkpoint directory on rank 0."""
+    import ray
+
+    if in_train:
+        from ray.train import Checkpoint
+
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+    else:
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir)
+                        if checkpoint_dir else None)
+
+
+def _restore_latest(in_train: bool, into: str, local_ckpt: str | None) -> str | None:
+    """The resume state of this trial's last reported epoch, if a previous attempt reported one
+    (Tune retry, Ray Train worker-group restart, `--resume`): copied to `into` (and, on rank 0,
+    into `local_ckpt` so best.pt is there for the final row). None on a fresh start."""
+    import ray
+
+    from affectune.train import RESUME_FILE
+
+    checkpoint = ray.train.get_checkpoint() if in_train else ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as src:
+        shutil.copytree(src, into, dirs_exist_ok=True)
         if local_ckpt:
-            shutil.rmtree(local_ckpt, ignore_errors=True)
+            shutil.copytree(src, local_ckpt, dirs_exist_ok=True)
+    path = os.path.join(into, RESUME_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def torch_load_history(resume_file: str) -> list[dict]:
+    """The per-epoch metrics stored in a resume state (weights_only: no code runs)."""
+    import torch
+
+    return list(torch.load(resume_file, map_location="cpu", weights_only=True)["history"])
 
 
 def _claim_device(ctx: TrialContext, config: dict) -> dict:
@@ -315,7 +359,6 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
         # api/data_parallel_trainer.py:268-282), whose worker group waits that long for its
         # placement group (execution/worker_group/worker_group.py:173-178, 301).
         os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(float(ctx.worker_start_timeout_s))
-    metric, mode = ctx.objectives[0]
     run_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
     trainer = TorchTrainer(
         train_loop_per_worker=_train_worker_entry,
@@ -327,10 +370,11 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
             name=f"{ctx.study}-{run_name}",
             storage_path=f"{ctx.tune_storage.rstrip('/')}/{ctx.study}-train",
             # A start timeout is a controller failure (execution/failure_handling/default.py:20-23, 100-110).
-            failure_config=ray.train.FailureConfig(max_failures=0,
+            # A lost worker restarts the worker group, which resumes from the latest checkpoint.
+            failure_config=ray.train.FailureConfig(max_failures=ctx.train_max_failures,
                                                    controller_failure_limit=ctx.controller_failure_limit),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+            # Only the newest checkpoint: it holds best.pt (the selected weights) and latest.pt.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
         ),
     )
