@@ -42,9 +42,15 @@ gpu-check: setup
 	$(PY) -m affectune doctor $(if $(ADDRESS),--address $(ADDRESS))
 
 # the dashboard over the demo's store (results/); another store: make dashboard STORE=dir
+# Private by default (.streamlit/config.toml, repeated here so no other config can widen it):
+# loopback only, no usage statistics. From another machine use an SSH tunnel (docs/security.md);
+# DASHBOARD_ADDRESS=0.0.0.0 listens on every interface, for trusted networks only.
 STORE ?= results
+DASHBOARD_ADDRESS ?= 127.0.0.1
+DASHBOARD_PORT ?= 8501
 dashboard: setup
-	$(PY) -m streamlit run dashboard/app.py -- --store $(STORE)
+	$(PY) -m streamlit run dashboard/app.py --server.address $(DASHBOARD_ADDRESS) \
+		--server.port $(DASHBOARD_PORT) --browser.gatherUsageStats false -- --store $(STORE)
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

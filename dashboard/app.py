@@ -40,7 +40,7 @@ def cached_importances(root: str, token: str, study: str):
 def remember(page: str, table_name: str, table, figure: go.Figure | None) -> None:
     """Keep the page's current table and figure for the Downloads page."""
     st.session_state.setdefault("downloads", {})[page] = {
-        "table_name": table_name, "table_csv": table.to_csv(index=False) if table is not None else None,
+        "table_name": views.download_name(table_name), "table_csv": table.to_csv(index=False) if table is not None else None,
         "figure_json": figure.to_json() if figure is not None else None,
     }
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -747,6 +748,12 @@ def chrome_for_png() -> str | None:
         if found := shutil.which(name):
             return found
     return None
+
+
+def download_name(name: str) -> str:
+    """A bare file stem for a download, whatever a store row holds: letters, digits, `-` and
+    single `_` only, so a study named `../../x` cannot suggest a path to the browser."""
+    return re.sub(r"[^A-Za-z0-9-]+", "_", str(name)).strip("_")[:100] or "download"
 
 
 def figure_png(fig: go.Figure, width: int = 1200, height: int | None = None) -> bytes:

@@ -6,8 +6,10 @@ from affectune.models._registry import (  # noqa: F401
 from affectune.models.base import MERModel, ModelConfig  # noqa: F401
 
 # Importing the model files registers them (@register); keep one line per method.
+from affectune.models import cider  # noqa: F401,E402
 from affectune.models import dqf  # noqa: F401,E402
 from affectune.models import late_fusion  # noqa: F401,E402
 from affectune.models import mculora  # noqa: F401,E402
 from affectune.models import mult  # noqa: F401,E402
 from affectune.models import mitr_dnet  # noqa: F401,E402
+from affectune.models import umdf  # noqa: F401,E402

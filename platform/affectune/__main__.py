@@ -60,6 +60,81 @@ def add_data_commands(subparsers) -> None:
     describe.set_defaults(func=_data_describe)
 
 
+# --- models --------------------------------------------------------------------------------
+MMSA_MOSI_DIMS = {"dims": {"text": 768, "audio": 5, "vision": 20}, "seq_lens": {"text": 50, "audio": 375, "vision": 500},
+                  "vocab_size": 30522}
+"""MOSI-shaped MMSA dimensions (BERT text 768, COVAREP audio 5, Facet vision 20, unaligned_50.pkl)."""
+
+
+def describe_model(name: str, spec, overrides: dict | None = None) -> str:
+    """A model's config (every field) and its parameter count for data shaped like `spec`."""
+    import dataclasses
+
+    from affectune.models import build_model
+
+    model = build_model(name, dict(overrides or {}), spec)
+    lines = [f"model: {name}", f"data: task {spec.task}"
+             + (f" ({spec.num_classes} classes)" if spec.task == "classification" else "")
+             + f", aligned {spec.aligned}, dims " + ", ".join(f"{m} {spec.dims[m]}" for m in MODALITIES)
+             + ", frames " + ", ".join(f"{m} {spec.seq_lens[m]}" for m in MODALITIES)
+             + f", vocab {spec.vocab_size}", "config:"]
+    for f in dataclasses.fields(model.config):
+        lines.append(f"  {f.name} = {getattr(model.config, f.name)!r}")
+    buffers = sum(b.numel() for b in model.buffers())
+    lines.append(f"parameters: {model.num_parameters():,} trainable ({buffers:,} buffer elements, not counted)")
+    return "\n".join(lines)
+
+
+def _models_list(args) -> int:
+    from affectune.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _models_describe(args) -> int:
+    from affectune.data.schema import DatasetSpec
+    from affectune.train_cli import apply_overrides
+
+    if args.dataset:
+        from affectune.data import load
+
+        spec = load(args.dataset).spec()
+    else:
+        task = "classification" if args.classes else "regression"
+        seq_lens = dict(MMSA_MOSI_DIMS["seq_lens"])
+        if args.aligned:
+            seq_lens = {m: seq_lens["text"] for m in MODALITIES}
+        spec = DatasetSpec(task, args.classes, dict(MMSA_MOSI_DIMS["dims"]), seq_lens,
+                           vocab_size=MMSA_MOSI_DIMS["vocab_size"], aligned=args.aligned)
+    try:
+        overrides = apply_overrides({"model": args.name}, args.set or [])["model_config"]
+        print(describe_model(args.name, spec, overrides))
+    except (KeyError, ValueError) as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_model_commands(subparsers) -> None:
+    """`models list`, `models describe NAME [--dataset SOURCE | --mmsa-dims]`."""
+    models = subparsers.add_parser("models", help="inspect registered models")
+    sub = models.add_subparsers(dest="models_command", required=True)
+    listing = sub.add_parser("list", help="registered model names")
+    listing.set_defaults(func=_models_list)
+    describe = sub.add_parser("describe", help="print a model's config and parameter count")
+    describe.add_argument("name", help="registered model name")
+    where = describe.add_mutually_exclusive_group()
+    where.add_argument("--dataset", help="build for this dataset's shapes, e.g. synthetic:mosi?scale=0.1")
+    where.add_argument("--mmsa-dims", action="store_true",
+                       help="MOSI-shaped MMSA dimensions: text 768, audio 5, vision 20; 50/375/500 frames "
+                            "(the default when no --dataset is given)")
+    describe.add_argument("--aligned", action="store_true", help="with MMSA dims: aligned_50 (50 frames each)")
+    describe.add_argument("--classes", type=int, default=0, help="with MMSA dims: classification with N classes")
+    describe.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config field; repeatable")
+    describe.set_defaults(func=_models_describe)
+
+
 def add_train_commands(subparsers) -> None:
     """`train` and `demo` (implemented in affectune.train_cli)."""
     from affectune.train_cli import add_train_commands as add
@@ -74,7 +149,7 @@ def add_doctor_command(subparsers) -> None:
     add(subparsers)
 
 
-COMMAND_GROUPS = [add_data_commands, add_train_commands, add_doctor_command]
+COMMAND_GROUPS = [add_data_commands, add_model_commands, add_train_commands, add_doctor_command]
 """Functions that each add one command group to the top-level subparsers."""
 
 

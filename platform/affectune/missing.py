@@ -449,17 +449,23 @@ def combination_index(batch: Batch) -> torch.Tensor:
     return _CODE_TO_COMBINATION.to(avail.device)[code]
 
 
-def two_views(batch: Batch, generator: torch.Generator, max_frame_rate: float = 0.5) -> tuple[Batch, Batch]:
+def two_views(batch: Batch, generator: torch.Generator, max_frame_rate: float = 0.5,
+              intact_prob: float = 0.0) -> tuple[Batch, Batch]:
     """UMDF: two heterogeneous missing versions of the same samples.
 
-    View a picks, per sample, an available combination uniformly among the 7 (complete case
-    included); view b picks uniformly among the 6 OTHER combinations, so the two views always
-    differ at the inter-modality level while each view's combination is still uniform over the 7.
-    Independently in each view, every available modality gets a per-sample intra-modality frame
-    rate r ~ U(0, max_frame_rate) and its present frames are dropped with probability r.
+    Inter-modality level: view a picks, per sample, an available combination uniformly among the 7
+    (complete case included); view b picks uniformly among the 6 OTHER combinations, so the two
+    views always differ at the inter-modality level while each view's combination is still uniform
+    over the 7. Intra-modality level, independently in each view and sample: with probability
+    `intact_prob` the available modalities keep all their frames (so the fully complete version,
+    all three modalities and no frame dropped, has probability intact_prob / 7 per view); otherwise
+    every available modality gets a rate r ~ U(0, max_frame_rate) and its present frames are
+    dropped with probability r.
     """
     gen = _check_generator(generator)
     max_frame_rate = _check_rate(max_frame_rate)
+    if not 0.0 <= float(intact_prob) <= 1.0:  # also rejects NaN
+        raise ValueError(f"intact_prob must be a probability in [0, 1], got {intact_prob!r}")
     n_comb = len(AVAILABLE_COMBINATIONS)
     b = batch.size
     idx_a = torch.randint(n_comb, (b,), generator=gen, device=gen.device).cpu()  # (B,)
@@ -469,6 +475,8 @@ def two_views(batch: Batch, generator: torch.Generator, max_frame_rate: float = 
     for idx in (idx_a, idx_b):
         view = drop_modalities(batch, combination_matrix(idx))
         rates = {m: torch.rand(b, generator=gen, device=gen.device) * max_frame_rate for m in MODALITIES}
+        if intact_prob > 0:  # drawn only when used, so intact_prob=0 keeps the original random stream
+            intact = torch.rand(b, generator=gen, device=gen.device) < intact_prob  # (B,)
+            rates = {m: r.masked_fill(intact, 0.0) for m, r in rates.items()}
         views.append(_frame_drop(view, gen, rates))
     return views[0], views[1]
-

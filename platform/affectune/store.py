@@ -113,8 +113,12 @@ class StudyStore:
     def _write(self, table: str, study: str, filename: str, frame: pd.DataFrame) -> str:
         """Write `frame` to <table>/study=<study>/<filename> atomically; return the path."""
         directory = self._dir(table, study)
-        self.fs.create_dir(directory, recursive=True)
         final = f"{directory}/{filename}"
+        try:
+            self.fs.create_dir(directory, recursive=True)
+        except OSError as exc:  # a read-only store fails at its first write: say which
+            raise OSError(exc.errno, f"study store {self.root!r} cannot write {final}: "
+                                     f"{exc.strerror or exc}") from exc
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
         arrow = arrow.replace_schema_metadata(
             {**(arrow.schema.metadata or {}), _META_KEY: str(SCHEMA_VERSION).encode()})
@@ -125,13 +129,29 @@ class StudyStore:
         try:
             pq.write_table(arrow, tmp, filesystem=self.fs)
             self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
-        except BaseException:
+        except BaseException as exc:
             try:
                 self.fs.delete_file(tmp)
             except OSError:
                 pass
+            if isinstance(exc, OSError):  # read-only, full disk: say which store and file
+                raise OSError(exc.errno, f"study store {self.root!r} cannot write {final}: "
+                                         f"{exc.strerror or exc}") from exc
             raise
         return final
+
+    def check_writable(self) -> None:
+        """Create and delete a probe file under the root: an unwritable store (read-only, full,
+        no permission) fails here with a clear OSError, before any study work starts."""
+        probe = f"{self.base.rstrip('/')}/.write-probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.create_dir(self.base, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"affectune")
+            self.fs.delete_file(probe)
+        except OSError as exc:
+            raise OSError(exc.errno, f"study store {self.root!r} is not writable: "
+                                     f"{exc.strerror or exc}") from exc
 
     def _files(self, table: str, study: str | None) -> list[str]:
         base = (self._dir(table, study) if study is not None

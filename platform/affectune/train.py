@@ -58,6 +58,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_FILE = "best.pt"
 CHECKPOINT_FORMAT = 1
+RESUME_FILE = "latest.pt"
+"""Written next to best.pt after every epoch (rank 0): what a restarted run continues from."""
 
 
 @dataclass
@@ -375,6 +377,11 @@ def save_checkpoint(path: str | Path, model, cfg: TrainConfig, *, fingerprint: s
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
     }
+    return _atomic_save(payload, path)
+
+
+def _atomic_save(payload: dict, path: Path) -> Path:
+    """torch.save to a temp file in the same directory, then rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -412,6 +419,57 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     model = build_model(payload["model"], dict(payload["model_config"]), spec)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), dict(payload["config"])
+
+
+# ----------------------------------------------------------------------------- mid-run resume
+
+# Config keys that may differ between the interrupted run and its continuation (where and how
+# it runs, not what it computes).
+_RESUME_FREE_KEYS = ("checkpoint_dir", "num_threads", "device", "eval_batch_size")
+
+
+def save_resume_state(run: "_Run", selection: "_Selection", epoch: int, history: list[dict]) -> Path:
+    """Rank 0, after every epoch: weights with the model's buffers (its hook state), optimiser,
+    gradient scaler, best-so-far and early-stopping counter, and the history so far. RNG streams
+    need no state here: `_seed_epoch` derives them from (seed, rank, epoch) for every rank."""
+    payload = {
+        "format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": run.cfg.to_dict(),
+        "dataset_fingerprint": run.dataset.fingerprint,
+        "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+        "selection": {"best": selection.best, "best_epoch": selection.best_epoch,
+                      "best_metrics": selection.best_metrics, "since_best": selection.since_best},
+        "history": history,
+    }
+    return _atomic_save(payload, run.ckpt_dir / RESUME_FILE)
+
+
+def restore_resume_state(run: "_Run", selection: "_Selection", path: str | Path) -> tuple[int, list[dict]]:
+    """Load a `save_resume_state` file into `run` and `selection`: (last finished epoch, history).
+    Refuses a file written for another dataset or another computation."""
+    path = Path(path)
+    path = path / RESUME_FILE if path.is_dir() else path
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("dataset_fingerprint") != run.dataset.fingerprint:
+        raise ValueError(f"resume state {str(path)!r} was written for dataset "
+                         f"{state.get('dataset_fingerprint')}, not {run.dataset.fingerprint}")
+    mine, theirs = run.cfg.to_dict(), dict(state.get("config", {}))
+    differ = sorted(k for k in mine if k not in _RESUME_FREE_KEYS and mine[k] != theirs.get(k))
+    if differ:
+        raise ValueError(f"resume state {str(path)!r} was written with a different config ({differ})")
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    for key, value in state["selection"].items():
+        setattr(selection, key, value)
+    return int(state["epoch"]), list(state["history"])
+
+
+def _seed_epoch(run: "_Run", epoch: int) -> None:
+    """Dropout and train-policy streams from (seed, rank, epoch): a run resumed at any epoch, on
+    any rank, draws exactly what the uninterrupted run would have drawn."""
+    torch.manual_seed(_stream_seed(run.cfg.seed, run.rank, 1, epoch))
+    run.policy_gen.manual_seed(_stream_seed(run.cfg.seed, run.rank, 2, epoch))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -541,6 +599,7 @@ def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
 def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     """One pass over this rank's shard; returns sample-weighted mean losses over all ranks."""
     run.model.train()
+    _seed_epoch(run, epoch)
     run.batches.set_epoch(epoch)
     sums: dict[str, torch.Tensor] = {}
     seen = torch.zeros((), device=run.device)
@@ -609,17 +668,23 @@ def _run_epoch(run: _Run, epoch: int, selection: _Selection) -> tuple[dict, str 
     return metrics, saved
 
 
-def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None) -> TrainOutcome:
+def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None,
+               resume_from: str | Path | None = None) -> TrainOutcome:
     """Train one config; see the module docstring. `dataset` skips loading `config["dataset"]`
-    (tests, benchmarks and callers that already hold it)."""
+    (tests, benchmarks and callers that already hold it). `resume_from` (a `latest.pt` or the
+    directory holding it) continues an interrupted run after its last finished epoch; the
+    reporter sees only the epochs run here, `history` holds all of them."""
     started = time.perf_counter()
     cfg = TrainConfig.from_dict(config)
     run = _prepare(cfg, dataset)
     selection = _Selection(run.direction, cfg.patience)
-    history: list[dict] = []
-    for epoch in range(1, cfg.epochs + 1):
+    done, history = restore_resume_state(run, selection, resume_from) if resume_from else (0, [])
+    finished = bool(history) and bool(history[-1].get("stop"))
+    for epoch in range(done + 1, cfg.epochs + 1 if not finished else done + 1):
         metrics, saved = _run_epoch(run, epoch, selection)
         history.append(dict(metrics))
+        if run.ckpt_dir is not None:
+            save_resume_state(run, selection, epoch, history)
         if reporter is not None:
             reporter(dict(metrics), saved)
         if metrics["stop"]:

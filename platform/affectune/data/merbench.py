@@ -23,15 +23,14 @@ multiplying by `val_scale` (e.g. 0.6 for a [-5, 5] valence scale).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from affectune import MODALITIES
-from affectune.data.options import format_options, resolve_path_source
-from affectune.data.schema import Dataset, DatasetError, Split
+from affectune.data.options import format_options, path_is, resolve_path_source
+from affectune.data.schema import Dataset, DatasetError, Split, check_class_count
 
 LABEL_FILE = "label.npz"
 SPLIT_PREFIXES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",),
@@ -80,20 +79,36 @@ def canonical(path: Path, opts: MERBenchOptions) -> str:
 
 def _read_labels(root: Path) -> dict[str, np.ndarray]:
     path = root / LABEL_FILE
-    if not path.is_file():
+    file = str(path)
+    if not path_is(path, "file"):
         raise DatasetError(f"no {LABEL_FILE} (expected arrays <split>_ids, <split>_emo or "
-                           "<split>_val)", file=str(path))
+                           "<split>_val)", file=file)
+    with path.open("rb") as fh:  # ours to close: np.load leaks its own handle on a bad zip
+        try:
+            npz = np.load(fh, allow_pickle=False)
+        except Exception as e:  # corrupt or truncated data of any kind (zip, header, pickle)
+            raise DatasetError(f"not a readable .npz ({type(e).__name__}: {e})",
+                               file=file) from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DatasetError("is a single array, not an .npz archive of named arrays",
+                               file=file)
+        with npz:
+            return {key: _read_label_array(npz, key, file) for key in npz.files}
+
+
+def _read_label_array(npz, key: str, file: str) -> np.ndarray:
+    """One member of label.npz; a pickled or corrupt member names its key."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return npz[key]
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise DatasetError("holds pickled objects (e.g. MERBench's *_corpus dicts), which "
                                "are refused; store plain arrays <split>_ids, <split>_emo, "
-                               "<split>_val instead", file=str(path)) from None
-        raise DatasetError(f"not a readable .npz ({e})", file=str(path)) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetError(f"not a readable .npz ({e})", file=str(path)) from None
+                               "<split>_val instead", file=file, field=key) from None
+        raise DatasetError(f"not a readable array ({e})", file=file, field=key) from None
+    except Exception as e:  # a damaged member: CRC, zlib, truncated data
+        raise DatasetError(f"not a readable array ({type(e).__name__}: {e})", file=file,
+                           field=key) from None
 
 
 def _split_key(labels: dict, split: str, what: str) -> str | None:
@@ -105,24 +120,27 @@ def _split_key(labels: dict, split: str, what: str) -> str | None:
 
 def _read_feature(path: Path, split: str, modality: str, dim: int | None) -> np.ndarray:
     err = lambda problem: DatasetError(problem, file=str(path), split=split, field=modality)  # noqa: E731
-    if not path.is_file():
+    if not path_is(path, "file"):
         raise err("missing feature file")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise err(f"not a plain numeric .npy ({e})") from None
-    except OSError as e:
-        raise err(f"cannot read ({e})") from None
+    try:  # memory-mapped first, so a header claiming more data than the file holds fails here
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        x = np.array(x) if isinstance(x, np.ndarray) else x
+    except Exception as e:  # corrupt or truncated data of any kind
+        raise err(f"not a plain numeric .npy ({type(e).__name__}: {e})") from None
     if not isinstance(x, np.ndarray) or x.ndim not in (1, 2) or not (
             np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise err(f"expected a numeric (D,) or (T, D) array, got {getattr(x, 'dtype', '?')} "
                   f"{getattr(x, 'shape', '?')}")
     x = x.reshape(1, -1) if x.ndim == 1 else x
+    if x.shape[1] == 0:
+        raise err(f"has no features (shape {x.shape})")
     if dim is not None and x.shape[1] != dim:
         raise err(f"feature size {x.shape[1]} differs from the other samples' {dim}")
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)  # values beyond float32's range become inf: refused below
     if not np.isfinite(x).all():
-        raise err("contains NaN or inf")
-    return x.astype(np.float32)
+        raise err("contains NaN or inf (or values beyond float32's range)")
+    return x
 
 
 def _check_ids(ids: np.ndarray, file: str, split: str, key: str) -> np.ndarray:
@@ -137,12 +155,22 @@ def _check_ids(ids: np.ndarray, file: str, split: str, key: str) -> np.ndarray:
     return ids
 
 
+def _class_names(labels: dict, file: str) -> tuple[str, ...]:
+    if "class_names" not in labels:
+        return ()
+    names = labels["class_names"]
+    if names.ndim != 1 or names.dtype.kind not in "US" or len(set(names.tolist())) != len(names):
+        raise DatasetError(f"expected a 1-d array of distinct strings, got {names.dtype} "
+                           f"{names.shape}", file=file, field="class_names")
+    return tuple(names.astype(str))
+
+
 def load(root: Path, opts: MERBenchOptions) -> Dataset:
-    if not root.is_dir():
+    if not path_is(root, "dir"):
         raise DatasetError("no such directory", file=str(root))
     labels = _read_labels(root)
     label_file = str(root / LABEL_FILE)
-    class_names = tuple(labels["class_names"].astype(str)) if "class_names" in labels else ()
+    class_names = _class_names(labels, label_file)
     has_emo = _split_key(labels, "train", "emo") is not None
     task = opts.task if opts.task != "auto" else ("classification" if has_emo else "regression")
     label_kind = "emo" if task == "classification" else "val"
@@ -223,7 +251,9 @@ def load(root: Path, opts: MERBenchOptions) -> Dataset:
 
     num_classes = 0
     if task == "classification":
-        num_classes = len(class_names) or 1 + max(int(sp.label_cls.max()) for sp in splits.values())
+        num_classes = len(class_names) or check_class_count(
+            max(int(sp.label_cls.max()) for sp in splits.values()), file=label_file,
+            field=_split_key(labels, "train", "emo"))
         class_names = class_names or tuple(f"class_{k}" for k in range(num_classes))
     return Dataset(
         source=canonical(root, opts), splits=splits, task=task, num_classes=num_classes,

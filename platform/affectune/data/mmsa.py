@@ -31,13 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from affectune.data.options import format_options, resolve_path_source
+from affectune.data.options import format_options, path_is, resolve_path_source
 from affectune.data.safe_pickle import safe_load
-from affectune.data.schema import MASK_ID, UNK_ID, Dataset, DatasetError, Split
+from affectune.data.schema import MASK_ID, UNK_ID, Dataset, DatasetError, Split, check_class_count
 
 SPLITS = ("train", "valid", "test")
 BERT_VOCAB = 30522
 BERT_UNK, BERT_MASK = 100, 103
+MAX_VOCAB = 1_000_000
+"""Token ids at or above this are a damaged file (the largest tokenizers have ~250k ids),
+not a reason to size an embedding table of that many rows."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class _Reader:
     def array(self, field: str, *, required: bool = True) -> np.ndarray | None:
         if field not in self.d or self.d[field] is None:
             if required:
-                raise self.err(field, f"missing (keys: {sorted(self.d)})")
+                raise self.err(field, f"missing (keys: {sorted(map(str, self.d))})")
             return None
         try:
             return np.asarray(self.d[field])
@@ -101,9 +104,15 @@ class _Reader:
         x = self.array(field)
         if x.ndim != 3 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise self.err(field, f"expected a numeric (N, T, D) array, got {x.dtype} {x.shape}")
+        if 0 in x.shape:
+            raise self.err(field, f"has an empty axis (shape {x.shape})")
         if n is not None and x.shape[0] != n:
             raise self.err(field, f"has {x.shape[0]} rows, expected {n}")
-        x = x.astype(np.float32)  # a copy: the caller's data is never modified
+        with np.errstate(over="ignore", invalid="ignore"):
+            x32 = x.astype(np.float32)  # a copy: the caller's data is never modified
+        if (np.isinf(x32) & np.isfinite(x)).any():  # nan_policy is for NaN/inf in the file
+            raise self.err(field, "values beyond float32's range (about 3.4e38)")
+        x = x32
         bad = ~np.isfinite(x)
         if bad.any():
             if self.opts.nan_policy != "zero":
@@ -122,6 +131,9 @@ class _Reader:
         if np.issubdtype(x.dtype, np.floating) and (
                 not np.isfinite(x).all() or (x != np.round(x)).any()):
             raise self.err(field, "values are not whole numbers")
+        largest = np.abs(x.astype(np.float64)).max() if x.size else 0
+        if largest >= 2 ** 62:  # would not survive the cast to int64
+            raise self.err(field, f"value {largest} is far too large")
         return x.astype(np.int64)
 
     def lengths(self, field: str, n: int, t_max: int) -> np.ndarray | None:
@@ -161,8 +173,8 @@ def _read_split(file: str, split: str, d, opts: MMSAOptions) -> tuple[Split, dic
                                      f"(ids, mask, segments), got {bert.shape}")
         ids = r.integers("text_bert", bert[:, 0], (n, t_text))
         mask = r.integers("text_bert", bert[:, 1], (n, t_text))
-        if (ids < 0).any():
-            raise r.err("text_bert", "negative token ids")
+        if (ids < 0).any() or (ids >= MAX_VOCAB).any():
+            raise r.err("text_bert", f"token ids must lie in [0, {MAX_VOCAB})")
         if not np.isin(mask, (0, 1)).all():
             raise r.err("text_bert", "attention mask (row 1) must hold only 0 and 1")
         text_len = mask.sum(1).astype(np.int64)
@@ -182,7 +194,7 @@ def _read_split(file: str, split: str, d, opts: MMSAOptions) -> tuple[Split, dic
     y_reg = r.array("regression_labels")
     if y_reg.ndim == 2 and y_reg.shape[1] == 1:
         y_reg = y_reg[:, 0]
-    if y_reg.shape != (n,) or not np.issubdtype(y_reg.dtype, np.number):
+    if y_reg.shape != (n,) or y_reg.dtype.kind not in "iuf":
         raise r.err("regression_labels", f"expected ({n},) numbers, got {y_reg.dtype} {y_reg.shape}")
     y_reg = y_reg.astype(np.float32)
     if not np.isfinite(y_reg).all() or (np.abs(y_reg) > 3).any():
@@ -217,7 +229,7 @@ def _read_split(file: str, split: str, d, opts: MMSAOptions) -> tuple[Split, dic
 
 def load(path: Path, opts: MMSAOptions) -> Dataset:
     file = str(path)
-    if not path.is_file():
+    if not path_is(path, "file"):
         raise DatasetError("no such file", file=file)
     data = safe_load(path)
     if not isinstance(data, dict):
@@ -239,7 +251,8 @@ def load(path: Path, opts: MMSAOptions) -> Dataset:
                            split=bad, field="text_bert")
     num_classes, class_names = 0, ()
     if opts.task == "classification":
-        num_classes = max(2, 1 + max(int(s.label_cls.max()) for s in splits.values()))
+        top = max(int(s.label_cls.max()) for s in splits.values())
+        num_classes = max(2, check_class_count(top, file=file, field="classification_labels"))
         from_sign = opts.cls_source == "sign" or "classification_labels" not in data["train"]
         if from_sign:
             class_names = ("negative", "non-negative")

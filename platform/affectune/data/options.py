@@ -92,8 +92,23 @@ def resolve_path_source(scheme: str, target: str, raw: dict[str, str], cls, *, e
     """(absolute path, options of `cls`) for a file or directory source such as `mmsa:<path>`."""
     if not target:
         raise DatasetError(f"{scheme}: needs a path, e.g. {scheme}:{example}", field="source")
-    path = Path(target).expanduser().resolve()
+    try:  # a NUL byte, an unknown ~user or an over-long name is a bad source, not a crash
+        if "\x00" in target:
+            raise ValueError("embedded null byte")
+        path = Path(target).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as e:
+        raise DatasetError(f"{scheme}: path {target[:200]!r} is not usable ({e})",
+                           field="source") from None
     return path, parse_options(cls, raw, where=str(path))
+
+
+def path_is(path: Path, kind: str) -> bool:
+    """`path.is_file()` (kind "file") or `is_dir()`, as a `DatasetError` naming the path when
+    the OS refuses to look (name too long, permission denied)."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError as e:
+        raise DatasetError(f"cannot access: {e.strerror or e}", file=str(path)) from None
 
 
 def parse_options(cls, raw: dict[str, str], *, where: str, fixed: dict | None = None,

@@ -4,7 +4,8 @@
 `find_class` admits an explicit allow-list: builtin containers and scalars, `collections`'
 OrderedDict/defaultdict, and the few numpy callables that rebuild arrays, scalars and dtypes.
 Anything else raises `DatasetError` naming the file and the refused global before it is ever
-called. Pickles written under numpy 1 name `numpy.core.*`; those names are mapped to numpy 2's
+called. The opcode stream is checked first (`check_opcodes`) so a damaged memo index cannot
+make the unpickler allocate gigabytes. Pickles written under numpy 1 name `numpy.core.*`; those names are mapped to numpy 2's
 `numpy._core.*` so real MMSA files load under either numpy.
 """
 
@@ -14,6 +15,7 @@ import _compat_pickle
 import importlib
 import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +69,26 @@ class SafeUnpickler(pickle.Unpickler):
                            file=self.name)
 
 
+_MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def check_opcodes(fh, *, name: str) -> None:
+    """Walk the opcode stream without building anything (`pickletools.genops` only parses)
+    and refuse memo indices beyond the opcode count: a pickler numbers its memo 0, 1, 2, ...,
+    while the C unpickler sizes its memo table by the largest index it meets, so one damaged
+    byte (e.g. LONG_BINPUT 0x40000000) would allocate gigabytes before any error."""
+    count = 0
+    for op, arg, pos in pickletools.genops(fh):
+        count += 1
+        if op.name in _MEMO_OPS and int(arg) > count:
+            raise DatasetError(f"memo index {arg} at byte {pos} is beyond the {count} opcodes "
+                               "read so far: a damaged pickle", file=name)
+
+
 def safe_loads(data: bytes, *, name: str = "<bytes>"):
     """Unpickle `data` with the allow-list; errors name `name`."""
     try:
+        check_opcodes(io.BytesIO(data), name=name)
         return SafeUnpickler(io.BytesIO(data), name=name).load()
     except DatasetError:
         raise
@@ -82,6 +101,8 @@ def safe_load(path: str | Path):
     path = Path(path)
     try:
         with path.open("rb") as fh:
+            check_opcodes(fh, name=str(path))
+            fh.seek(0)
             return SafeUnpickler(fh, name=str(path)).load()
     except DatasetError:
         raise

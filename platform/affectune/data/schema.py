@@ -21,6 +21,18 @@ PAD_ID, UNK_ID, MASK_ID = 0, 1, 2
 
 TASKS = ("regression", "classification")
 REG_RANGE = (-3.0, 3.0)
+MAX_CLASSES = 1000
+"""Largest class count a file may imply: MER corpora have 2 to 7 classes, and a label such as
+1e18 in a damaged file would otherwise size a class-name list and the model's output layer."""
+
+
+def check_class_count(max_label: int, *, file: str, split: str | None = None,
+                      field: str | None = None) -> int:
+    """`max_label + 1` classes, or a `DatasetError` when that exceeds `MAX_CLASSES`."""
+    if max_label >= MAX_CLASSES:
+        raise DatasetError(f"class label {max_label} implies more than {MAX_CLASSES} classes; "
+                           "the file is probably damaged", file=file, split=split, field=field)
+    return max_label + 1
 
 
 class DatasetError(ValueError):
@@ -128,8 +140,9 @@ def validate(ds: Dataset) -> None:
         problem, file=ds.file or ds.source, split=split, field=fld)
     if ds.task not in TASKS:
         raise err(f"task must be one of {TASKS}, got {ds.task!r}")
-    if ds.task == "classification" and ds.num_classes < 2:
-        raise err(f"classification needs num_classes >= 2, got {ds.num_classes}")
+    if ds.task == "classification" and not 2 <= ds.num_classes <= MAX_CLASSES:
+        raise err(f"classification needs 2 <= num_classes <= {MAX_CLASSES}, "
+                  f"got {ds.num_classes}")
     for name in ("train", "valid", "test"):
         if name not in ds.splits:
             raise err(f"missing split {name!r} (have {sorted(ds.splits)})", split=name)
@@ -143,6 +156,8 @@ def validate(ds: Dataset) -> None:
             if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 3:
                 got = f"{getattr(x, 'dtype', type(x).__name__)} with ndim {getattr(x, 'ndim', '?')}"
                 raise err(f"expected a float32 array [N, T, D], got {got}", name, m)
+            if 0 in x.shape[1:]:
+                raise err(f"has no frames or no features (shape {x.shape})", name, m)
             if x.shape[0] != n:
                 raise err(f"has {x.shape[0]} rows but the split has {n} samples", name, m)
             if not np.isfinite(x).all():

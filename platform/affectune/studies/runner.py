@@ -261,6 +261,10 @@ def _open_store_for(spec: StudySpec, resume: bool):
     if len(existing) and not resume:  # nothing is overwritten
         raise StudyExists(f"study {spec.name!r} already has {len(existing)} trials in {spec.storage!r}: "
                           "pass resume=True (--resume) to continue it, or choose another name (--name)")
+    store.check_writable()  # a read-only or full store fails here, before Ray starts or any trial trains
+    # Every epoch reports a checkpoint (mid-trial resume) and num_to_keep=1 forces an experiment
+    # snapshot each time, by design; Tune's "snapshotting may become a bottleneck" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return store
 
 
@@ -285,6 +289,7 @@ def _prepare(spec: StudySpec, store) -> _Study:
         gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
         resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
         worker_start_timeout_s=spec.worker_start_timeout_s, controller_failure_limit=spec.controller_failure_limit,
+        train_max_failures=spec.max_failures,
     )
     # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
     refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}

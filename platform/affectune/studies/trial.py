@@ -83,6 +83,7 @@ class TrialContext:
     phase: str = "search"  # "search" writes trial rows; "eval" only persists checkpoints
     worker_start_timeout_s: float | None = None  # Ray Train's worker-group start timeout; None = Ray's 60 s
     controller_failure_limit: int = 2  # Ray Train controller failures (start timeouts included) tolerated
+    train_max_failures: int = 1  # Ray Train worker-group restarts per trial attempt (from latest.pt)
 
 
 def _store(ctx: TrialContext):
@@ -163,16 +164,22 @@ def run_worker(worker_config: dict) -> None:
     rank = distributed_info()[0]
     device_row = _claim_device(ctx, worker_config["config"])  # every rank: it caps the GPU memory
     local_ckpt = tempfile.mkdtemp(prefix="affectune-trial-") if rank == 0 else None
+    resume_dir = tempfile.mkdtemp(prefix="affectune-resume-")
     rows = _TrialRows(worker_config, local_ckpt, device_row) if rank == 0 else None
     tracker = _Tracker(ctx.objectives, worker_config["num_parameters"])
     try:
-        train_loop({**worker_config["config"], "checkpoint_dir": local_ckpt},
-                   _reporter(ctx, tracker, rows), dataset=dataset)
+        resume_from = _restore_latest(ctx.execution == "train", resume_dir, local_ckpt)
+        if resume_from is not None:
+            for past in torch_load_history(resume_from):  # the curve keeps each epoch once
+                tracker.update(past)
+        train_loop({**worker_config["config"], "checkpoint_dir": local_ckpt}, _reporter(ctx, tracker, rows),
+                   dataset=dataset, resume_from=resume_from)
         if rows is not None:
             rows.finish(tracker)  # normally already done at the last report; cheap and idempotent
     finally:
-        if local_ckpt:
-            shutil.rmtree(local_ckpt, ignore_errors=True)
+        for path in (local_ckpt, resume_dir):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class _TrialRows:
@@ -208,7 +215,6 @@ def _reporter(ctx: TrialContext, tracker: _Tracker, rows: _TrialRows | None):
     report, code after it never runs), then the report to Tune (through Ray Train when in_train).
     The loop's own `metrics["stop"]` (max epochs or patience used up) marks the last epoch, which
     finishes the trial's row; no stopping rule is re-derived here."""
-    import ray
 
     def reporter(metrics: dict, checkpoint_dir: str | None) -> None:
         metrics = tracker.update(metrics)
@@ -217,15 +223,51 @@ def _reporter(ctx: TrialContext, tracker: _Tracker, rows: _TrialRows | None):
                 rows.finish(tracker)
             else:
                 rows.provisional(tracker)
-        if ctx.execution == "train":
-            from ray.train import Checkpoint
-
-            checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            ray.train.report(metrics, checkpoint=checkpoint)  # a barrier: every rank, every epoch
-        else:
-            ray.tune.report(metrics)
+        # Every epoch rank 0 reports its checkpoint directory: best.pt (the selected weights) and
+        # latest.pt (the resume state); Ray keeps only this newest one (num_to_keep=1).
+        _report(ctx.execution == "train", metrics, rows.local_ckpt if rows is not None else None)
 
     return reporter
+
+
+def _report(in_train: bool, metrics: dict, checkpoint_dir: str | None) -> None:
+    """ray.train.report inside Ray Train workers (a barrier: every rank, every epoch), else
+    ray.tune.report from the Tune trial itself; with the checkpoint directory on rank 0."""
+    import ray
+
+    if in_train:
+        from ray.train import Checkpoint
+
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+    else:
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir)
+                        if checkpoint_dir else None)
+
+
+def _restore_latest(in_train: bool, into: str, local_ckpt: str | None) -> str | None:
+    """The resume state of this trial's last reported epoch, if a previous attempt reported one
+    (Tune retry, Ray Train worker-group restart, `--resume`): copied to `into` (and, on rank 0,
+    into `local_ckpt` so best.pt is there for the final row). None on a fresh start."""
+    import ray
+
+    from affectune.train import RESUME_FILE
+
+    checkpoint = ray.train.get_checkpoint() if in_train else ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as src:
+        shutil.copytree(src, into, dirs_exist_ok=True)
+        if local_ckpt:
+            shutil.copytree(src, local_ckpt, dirs_exist_ok=True)
+    path = os.path.join(into, RESUME_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def torch_load_history(resume_file: str) -> list[dict]:
+    """The per-epoch metrics stored in a resume state (weights_only: no code runs)."""
+    import torch
+
+    return list(torch.load(resume_file, map_location="cpu", weights_only=True)["history"])
 
 
 def _claim_device(ctx: TrialContext, config: dict) -> dict:
@@ -335,7 +377,6 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
         # api/data_parallel_trainer.py:268-282), whose worker group waits that long for its
         # placement group (execution/worker_group/worker_group.py:173-178, 301).
         os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(float(ctx.worker_start_timeout_s))
-    metric, mode = ctx.objectives[0]
     run_name = trial_id if ctx.phase == "search" else worker_config["artifact_name"]
     trainer = TorchTrainer(
         train_loop_per_worker=_train_worker_entry,
@@ -347,10 +388,11 @@ def _fit_with_ray_train(ctx: TrialContext, trial_id: str, worker_config: dict) -
             name=f"{ctx.study}-{run_name}",
             storage_path=f"{ctx.tune_storage.rstrip('/')}/{ctx.study}-train",
             # A start timeout is a controller failure (execution/failure_handling/default.py:20-23, 100-110).
-            failure_config=ray.train.FailureConfig(max_failures=0,
+            # A lost worker restarts the worker group, which resumes from the latest checkpoint.
+            failure_config=ray.train.FailureConfig(max_failures=ctx.train_max_failures,
                                                    controller_failure_limit=ctx.controller_failure_limit),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+            # Only the newest checkpoint: it holds best.pt (the selected weights) and latest.pt.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
         ),
     )
