@@ -29,6 +29,7 @@ decisions where they differ are in shared/methods.md ("CIDer") and docs/models.m
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -86,8 +87,9 @@ class CIDerConfig(ModelConfig):
     """Backdoor adjustment with class-mean confounders and per-class classifiers (else a linear head)."""
     eval_prior: str = "train"
     """P(z) at prediction time: "train" (the training prior) or "uniform" (the authors' evaluation)."""
-    use_counterfactual: bool = True
-    """Counterfactual text debiasing at prediction time (needs token ids)."""
+    use_counterfactual: bool | str = "auto"
+    """Counterfactual text debiasing at prediction time: True (needs token ids; refused without),
+    False, or "auto" (on when the dataset has token ids, else off with a warning naming it)."""
     cv_threshold: float = 0.1
     """Keep a token in the counterfactual text only if its CV of class counts is >= this."""
     top_k: int = 100
@@ -103,6 +105,8 @@ class CIDerConfig(ModelConfig):
     """Spacing of the tau grid."""
 
     def __post_init__(self):
+        if self.use_counterfactual not in (True, False, "auto"):
+            raise ValueError(f"use_counterfactual must be true, false or 'auto', got {self.use_counterfactual!r}")
         if self.hidden < 1 or self.heads < 1 or self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be positive and divisible by heads ({self.heads})")
         for name in ("layers", "ff_mult", "top_k"):
@@ -358,6 +362,7 @@ class CIDer(MERModel):
         self.register_buffer("cf_keep", torch.zeros(spec.vocab_size, dtype=torch.bool))  # (V,)
         self.register_buffer("tau", torch.zeros(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("cf_active", torch.zeros((), dtype=torch.bool))  # decided at fit start
 
     @property
     def steps_per_batch(self) -> int:  # type: ignore[override]
@@ -368,10 +373,15 @@ class CIDer(MERModel):
     def on_fit_start(self, ctx: FitContext) -> None:
         """Confounders (class means of the train inputs, utterance-pooled), P(z) and token statistics."""
         c, train = self.config, ctx.train
-        if c.use_counterfactual and (train.tokens is None or not self.spec.vocab_size):
+        has_tokens = train.tokens is not None and bool(self.spec.vocab_size)
+        if c.use_counterfactual is True and not has_tokens:
             raise ValueError(
                 f"cider: use_counterfactual=True needs text token ids, but dataset {ctx.dataset_name!r} has "
                 "none (an MMSA pickle without text_bert, or MERBench features); set use_counterfactual=false")
+        if c.use_counterfactual == "auto" and not has_tokens:
+            warnings.warn(f"cider: dataset {ctx.dataset_name!r} has no text token ids, so the counterfactual "
+                          "text is off (use_counterfactual='auto'); MACI still applies", stacklevel=2)
+        self.cf_active.fill_(bool(c.use_counterfactual) and has_tokens)
         z = confounder_classes(train.label, self.spec.task)  # (N,)
         pooled = torch.cat([pooled_inputs(train.features[m], train.valid[m]) for m in MODALITIES], 1)  # (N, D)
         means, prior = class_means(pooled.double(), z, self.n_confounders)
@@ -392,7 +402,7 @@ class CIDer(MERModel):
     def calibrate(self, ctx: EvalContext) -> None:
         """Choose tau on validation by the loop's selection metric (on the complete or the masked
         copy, whichever that metric reads); ties -> the smaller tau."""
-        if not self.config.use_counterfactual:
+        if not self.cf_active:
             return
         was_training = self.training
         self.eval()
@@ -411,7 +421,7 @@ class CIDer(MERModel):
         self.train(was_training)
 
     def on_epoch_end(self, epoch: int, ctx: EpochContext) -> dict[str, float] | None:
-        return {"tau": float(self.tau)} if self.config.use_counterfactual else None
+        return {"tau": float(self.tau)} if self.cf_active else None
 
     # -- losses -----------------------------------------------------------------------------------
     def training_losses(self, views: TrainViews, step: int = 0) -> dict[str, torch.Tensor]:
@@ -546,7 +556,7 @@ class CIDer(MERModel):
 
     def predict(self, batch: Batch) -> torch.Tensor:
         tau = float(self.tau)
-        if not (self.config.use_counterfactual and tau > 0 and batch.tokens is not None):
+        if not (self.cf_active and tau > 0 and batch.tokens is not None):
             return self(batch)["pred"]
         k = self.spec.out_dim
         pair = self.factual_and_counterfactual(batch)

@@ -243,14 +243,20 @@ def test_counterfactual_without_token_ids_is_refused_naming_the_dataset():
     split = fixture_split(REG, [1.0, -1.0])
     split.tokens = None
     with pytest.raises(ValueError, match="merbench:/data/feats.*use_counterfactual"):
-        fit(build(REG), split, name="merbench:/data/feats")
+        fit(build(REG, use_counterfactual=True), split, name="merbench:/data/feats")
     off = fit(build(REG, use_counterfactual=False), split, name="merbench:/data/feats")
-    assert bool(off.fitted)
+    assert bool(off.fitted) and not bool(off.cf_active)
+    with pytest.warns(UserWarning, match="merbench:/data/feats.*counterfactual text is off"):
+        auto = fit(build(REG), split, name="merbench:/data/feats")  # the default, "auto"
+    assert bool(auto.fitted) and not bool(auto.cf_active)
+    with_tokens = fit(build(REG), fixture_split(REG, [1.0, -1.0]), name="mmsa:/data/aligned_50.pkl")
+    assert bool(with_tokens.cf_active)
 
 
 def test_tau_is_chosen_on_validation_and_used_by_predict():
     """Factual y + 2 b and counterfactual b: tau = 2 removes the bias exactly."""
     model = build(REG, tau_max=3.0, tau_step=0.5)
+    model.cf_active.fill_(True)  # as on_fit_start decides on a dataset with token ids
     g = torch.Generator().manual_seed(0)
     y, b = torch.randn(20, generator=g), torch.randn(20, generator=g)
     pair = torch.stack([y + 2 * b, b], 1)  # (N, 2): factual | counterfactual
@@ -316,7 +322,7 @@ def test_describe_command_prints_config_and_mmsa_parameter_count(capsys):
 
     assert main(["models", "describe", "cider", "--mmsa-dims"]) == 0
     out = capsys.readouterr().out
-    assert "use_counterfactual = True" in out and "frames text 50, audio 375, vision 500" in out
+    assert "use_counterfactual = 'auto'" in out and "frames text 50, audio 375, vision 500" in out
     count = int(out.split("parameters: ")[1].split(" ")[0].replace(",", ""))
     assert abs(count - 248_000) <= 0.15 * 248_000, count  # the paper's ~248K, within 15%
     assert main(["models", "describe", "cider", "--set", "layers=0"]) == 2
