@@ -93,7 +93,7 @@ def test_lost_node_trials_rescheduled_on_the_head(two_nodes, tmp_path):
                      max_concurrent=1, use_asha=False, execution="in_process", resources_per_worker={SLOT: 1},
                      max_failures=2, base_config={"epochs": EPOCHS, "batch_size": 16, "patience": None,
                                                   "model_config": {"hidden": 12}},
-                     storage=str(tmp_path / "store"), mask_seeds=(0,), eval_seeds=(0,), verbose=0, seed=4)
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0, seed=4)
     store, lost = open_store(spec.storage), {}
 
     def kill_node2_mid_trial():

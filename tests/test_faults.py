@@ -197,7 +197,7 @@ def test_killed_train_worker_resumes_from_its_last_epoch(ray_session, tmp_path):
                      execution="train", workers_per_trial=1, cpus_per_worker=1, max_failures=1,
                      base_config={"epochs": EPOCHS, "batch_size": 16, "patience": None,
                                   "model_config": {"hidden": 12}},
-                     storage=str(tmp_path / "store"), mask_seeds=(0,), eval_seeds=(0,), verbose=0, seed=2)
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0, seed=2)
     store, killed = open_store(spec.storage), {}
 
     def kill_after_epoch_2():
@@ -250,7 +250,7 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
     kwargs = dict(name="kill-driver", method="dqf", dataset=DATASET, search_space="paper", num_trials=3,
                   max_concurrent=1, use_asha=False, execution="in_process",
                   base_config={"epochs": 4, "batch_size": 16, "patience": None, "model_config": {"hidden": 12}},
-                  storage=str(tmp_path / "store"), mask_seeds=[0], eval_seeds=[0], verbose=0, seed=1)
+                  storage=str(tmp_path / "store"), mask_seeds=[0], train_seeds=[0], verbose=0, seed=1)
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(kwargs), ray_session],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"})
