@@ -83,3 +83,24 @@ def test_attention_under_bf16_autocast_is_finite():
         for module in (attn.train(), attn.eval()):  # explicit (dropout) and fused paths
             out = module(q, kv, kv, key_valid)
             assert torch.isfinite(out.float()).all() and out[3].abs().max() == 0
+
+
+def test_batches_are_trimmed_to_their_longest_sample():
+    """Training and evaluation batches end at the batch's last valid frame per modality (at least
+    one frame); features, masks and tokens are cut alike and nothing valid is lost."""
+    from affectune.data import load
+    from affectune.loader import EpochBatches, preload
+
+    data = preload(load("synthetic:mosi?scale=0.02&aligned=0&ood=0"), "train")
+    lengths = {m: torch.as_tensor(data.lengths[m]) for m in data.lengths}
+    batches = list(EpochBatches(data, 8, seed=0)) + list(data.batches(8))
+    assert any(b.audio.shape[1] < data.features["audio"].shape[1] for b in batches)  # something was cut
+    for b in batches:
+        for m in data.lengths:
+            longest = int(lengths[m][b.index].max())
+            assert b.features(m).shape[1] == b.valid[m].shape[1] == b.dropped[m].shape[1] == max(1, longest)
+            assert torch.equal(b.features(m), data.features[m][b.index, :max(1, longest)])
+        assert b.tokens.shape == b.valid["text"].shape
+    empty = data.batch(torch.tensor([0])).replace(valid={m: torch.zeros_like(v) for m, v in
+                                                         data.batch(torch.tensor([0])).valid.items()})
+    assert all(empty.trimmed().features(m).shape[1] == 1 for m in data.lengths)  # never zero frames
