@@ -95,11 +95,13 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default="{}", help="JSON overrides of MMSA's MulT config")
     a = ap.parse_args(argv)
 
+    import importlib
+
     import torch
 
     torch.set_num_threads(a.threads)
-    from MMSA import run as mmsa_run
-    from MMSA.trains.singleTask import MULT as mmsa_mult
+    mmsa_run = importlib.import_module("MMSA.run")
+    mmsa_mult = importlib.import_module("MMSA.trains.singleTask.MULT")  # the module (the package re-exports the class)
 
     captured: dict = {}
     install_shims(mmsa_run, mmsa_mult, torch, a.epochs, captured)

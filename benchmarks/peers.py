@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+PEERS_PYTHON = Path(os.environ.get("PEERS_PYTHON", ROOT / ".venv-peers" / "bin" / "python"))
+"""The peer environment's interpreter (`make bench-peers` creates it; PEERS_PYTHON overrides)."""
 MULT_AT_MMSA_WIDTH = {"hidden": 50, "heads": 10, "layers": 4, "self_layers": 3, "kernel_size": 5,
                       "embed_dropout": 0.2}
 """Our MulT at MMSA's MOSI settings (dst_feature_dim_nheads [50, 10], nlevels 4, 3 memory
