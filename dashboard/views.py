@@ -302,6 +302,44 @@ def curve_choices(curves: pd.DataFrame, condition: str = "intra") -> dict[str, l
     return out
 
 
+def curve_study_options(snap: StoreSnapshot) -> tuple[list[str], list[str], dict[str, str]]:
+    """(studies with curves, the default choice, a display label per study).
+
+    The default is every study of the dataset (name + fingerprint) with the most studies.
+    """
+    with_curves = sorted(set(snap.curves["study"].dropna().astype(str))) if not snap.curves.empty else []
+    if not with_curves:
+        return [], [], {}
+    info = study_info(snap)
+    info = info[info["study"].isin(with_curves)]
+    info = info.assign(dataset_key=[dataset_key(d, f) for d, f in zip(info["dataset"], info["fingerprint"])])
+    largest = info["dataset_key"].value_counts().index[0]
+    default = info.loc[info["dataset_key"] == largest, "study"].tolist()
+    labels = {r["study"]: f"{r['study']} · {r['method']} · {r['dataset_key']}" for r in info.to_dict("records")}
+    return with_curves, default, labels
+
+
+def preferred(options: Sequence, value: Any) -> int:
+    """Index of the platform default (random pattern, zero fill, test split) among the options."""
+    options = list(options)
+    return options.index(value) if value in options else 0
+
+
+def default_curve_selection(choices: Mapping[str, list]) -> dict[str, Any]:
+    """The robustness page's initial selectors: test split, primary metric, random pattern, zero
+    fill, the all-modalities subset (the last in DQF order)."""
+    pick = {name: (choices[name][preferred(choices[name], value)] if choices[name] else None)
+            for name, value in (("split", "test"), ("metric", None), ("pattern", "random"), ("fill", "zero"))}
+    pick["subset"] = choices["subset"][-1] if choices["subset"] else None
+    return pick
+
+
+def subset_curves_title(metric: str, subset: str, pattern: str, fill: str) -> str:
+    direction = "lower is better" if direction_of(metric) == "min" else "higher is better"
+    return (f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)} "
+            f"({pattern}, {fill}; {direction})")
+
+
 def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metric: str,
                      pattern: str, fill: str, split: str = "test",
                      subsets: Sequence[str] | None = None) -> pd.DataFrame:
@@ -535,6 +573,13 @@ def trial_frame(trials: pd.DataFrame, study: str) -> pd.DataFrame:
     return pd.concat([part, expanded], axis=1)
 
 
+def trial_table(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The trial explorer's table: ids, status, selection marks, objectives, params, cost, error."""
+    columns = ["trial_id", "status", "selected", "pareto", *[c for c, _ in objectives],
+               *param_columns(frame), "epochs_run", "wall_time_s", "num_parameters", "error"]
+    return frame[[c for c in dict.fromkeys(columns) if c in frame]]
+
+
 def param_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("param:")]
 
@@ -748,6 +793,45 @@ def chrome_for_png() -> str | None:
         if found := shutil.which(name):
             return found
     return None
+
+
+def download_item(table_name: str, table: pd.DataFrame | None, figure: go.Figure | None) -> dict:
+    """One Downloads entry: a file stem, the table as CSV text and the figure as Plotly JSON."""
+    return {"table_name": download_name(table_name),
+            "table_csv": table.to_csv(index=False) if table is not None else None,
+            "figure_json": figure.to_json() if figure is not None else None}
+
+
+def default_downloads(snap: StoreSnapshot) -> dict[str, dict]:
+    """Each page's table and figure in its initial selection, computed from the store alone, so the
+    Downloads page offers them without the other pages having run (page title -> download_item)."""
+    out = {"Studies overview": download_item("studies", studies_overview(snap), None)}
+    studies, default, _ = curve_study_options(snap)
+    if default:
+        pick = default_curve_selection(curve_choices(snap.curves[snap.curves["study"].isin(default)]))
+        if pick["metric"] is not None:
+            agg = aggregate_curves(snap.curves, snap.trials, default, metric=pick["metric"],
+                                   pattern=pick["pattern"], fill=pick["fill"], split=pick["split"])
+            one = agg[agg["subset"] == pick["subset"]]
+            title = subset_curves_title(pick["metric"], pick["subset"], pick["pattern"], pick["fill"])
+            out["Robustness curves"] = download_item("robustness_curves", one, curves_figure(one, pick["metric"], title))
+    if not snap.summary.empty:
+        pick = {"split": sorted(snap.summary["split"].dropna().unique(), key=lambda s: s != "test")[0],
+                "metric": order_metrics(snap.summary["metric"].dropna().unique())[0]}
+        for column, value in (("pattern", "random"), ("fill", "zero")):
+            options = sorted(snap.summary[column].dropna().unique())
+            pick[column] = options[preferred(options, value)]
+        table = auilc_table(snap.summary, snap.trials, default or sorted(set(snap.summary["study"].astype(str))),
+                            **pick)
+        if not table.empty:
+            out["AUILC tables"] = download_item("auilc", table, auilc_heatmap(table, pick["metric"]))
+    names = snap.study_names()
+    if names:
+        frame = trial_frame(snap.trials, names[0])
+        objective = study_info(snap).set_index("study").loc[names[0], "objective"]
+        out["Trial explorer"] = download_item(f"trials_{names[0]}",
+                                              trial_table(frame, objective_columns(frame, objective)), None)
+    return out
 
 
 def download_name(name: str) -> str:

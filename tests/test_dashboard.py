@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -133,14 +134,23 @@ def store_root(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("store") / "results")
 
 
+PAGE_SCRIPTS = {"Studies overview": "overview.py", "Robustness curves": "robustness.py", "AUILC tables": "auilc.py",
+                "Trial explorer": "trials.py", "Downloads": "downloads.py"}
+"""Page title -> its script in dashboard/app_pages/ (app.PAGES)."""
+
+
+def goto(at, page: str):
+    """Open another page of the multipage app, as following its navigation link does."""
+    at.switch_page(f"app_pages/{PAGE_SCRIPTS[page]}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def run_app(root: Path | str, monkeypatch, page: str | None = None):
     monkeypatch.setenv("AFFECTUNE_STORE", str(root))
     at = ST.AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
-    if page is not None:
-        at.sidebar.radio(key="page").set_value(page).run()
-        assert not at.exception, [e.value for e in at.exception]
-    return at
+    return at if page is None else goto(at, page)
 
 
 def charts(at) -> list[dict]:
@@ -385,15 +395,42 @@ def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
     assert not charts(at)
 
 
-def test_downloads_page_offers_the_current_table_and_figure(store_root, monkeypatch):
-    at = run_app(store_root, monkeypatch, "Robustness curves")
-    at.sidebar.radio(key="page").set_value("Downloads").run()
+def test_downloads_page_works_on_its_own_and_follows_the_pages(store_root, monkeypatch):
+    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
+    # opened first, by its URL: every page's initial table and figure, computed from the store alone
+    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/downloads.py").run()
+    assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == "Downloads"
+    assert [s.value for s in at.subheader] == ["Studies overview", "Robustness curves", "AUILC tables",
+                                               "Trial explorer"]
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels.count("Table (CSV)") == 2  # overview + robustness curves
-    assert "Figure (HTML)" in labels
+    assert labels.count("Table (CSV)") == 4 and labels.count("Figure (HTML)") == 2  # curves + AUILC heatmap
     assert ("Figure (PNG)" in labels) == (views.chrome_for_png() is not None)
-    assert {s.value for s in at.subheader} == {"Studies overview", "Robustness curves"}
+    assert texts(at.caption).count("initial selection") == 4
+    # after choosing one study on the robustness page, Downloads offers that view instead
+    goto(at, "Robustness curves")
+    at.multiselect(key="curve_studies").set_value(["dqf_mosi"]).run()
+    goto(at, "Downloads")
+    assert texts(at.caption).count("as you last left it") == 1  # the robustness page; the others never ran
+    assert texts(at.caption).count("initial selection") == 3
+
+
+def test_default_downloads_match_each_pages_initial_view(store_root):
+    snap = views.load_snapshot(str(store_root))
+    items = views.default_downloads(snap)
+    curves = pd.read_csv(io.StringIO(items["Robustness curves"]["table_csv"]))
+    # the robustness page's defaults: every study of dataset A, MAE, random, zero, subset {t,a,v}
+    assert sorted(set(curves["label"])) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo/t000", "umdf_mosi_mo/t001"]
+    assert set(curves["subset"]) == {"tav"}
+    dqf = curves[(curves["study"] == "dqf_mosi") & (curves["rate"] == 0.5)].iloc[0]
+    assert dqf["mean"] == pytest.approx(np.mean([curve_value(0.0, "mae", "tav", 0.5, ts, ms)
+                                                 for ts in TRAIN_SEEDS for ms in MASK_SEEDS]))
+    figure = json.loads(items["Robustness curves"]["figure_json"])
+    assert "missing {t,a,v} (random, zero; lower is better)" in figure["layout"]["title"]["text"]
+    auilc = pd.read_csv(io.StringIO(items["AUILC tables"]["table_csv"]))
+    assert sorted(auilc["study"]) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo", "umdf_mosi_mo"]
+    trials = pd.read_csv(io.StringIO(items["Trial explorer"]["table_csv"]))
+    assert items["Trial explorer"]["table_name"] == "trials_broken_study" and len(trials) == 2
 
 
 def test_figure_html_and_png_export(store_root):
@@ -435,8 +472,7 @@ def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root,
     table = shown_table(at, "overview_table").value.set_index("study")
     assert table.loc["dqf_mosi", "trials"] == 5  # the unreadable trial is skipped, the rest is shown
     assert table.loc["umdf_mosi_mo", "method"] == "umdf"
-    at.sidebar.radio(key="page").set_value("Robustness curves").run()
-    assert not at.exception
+    goto(at, "Robustness curves")
     names = [t["name"] for t in mean_traces(charts(at)[0])]
     assert "dqf_mosi (dqf)" in names and not any(n.startswith("cider_mosi") for n in names)
 
