@@ -31,8 +31,12 @@ def learning_curves_tab(frame) -> None:
 
 def explore(snap: views.StoreSnapshot, study: str, frame, objectives) -> None:
     figure = None
-    tab_par, tab_imp, tab_lc, tab_pareto, tab_table = st.tabs(
-        ["Parallel coordinates", "Importance", "Learning curves", "Pareto front", "Trials"])
+    tab_prog, tab_par, tab_imp, tab_lc, tab_pareto, tab_table = st.tabs(
+        ["Search progress", "Parallel coordinates", "Importance", "Learning curves", "Pareto front", "Trials"])
+    with tab_prog:
+        if objectives:
+            progress = views.search_progress(frame, *objectives[0])
+            kit.show_chart(views.search_progress_figure(progress, objectives[0][0]), "trial_search_progress")
     with tab_par:
         if objectives and views.param_columns(frame):
             figure = views.parallel_coordinates_figure(frame, *objectives[0])
