@@ -169,18 +169,19 @@ class _ReplayedTrial:
         self.trial_id = trial_id
 
 
-def _sampler(method: str, seed: int):
-    import warnings
+def _sampler(method: str, seed: int, n_points: int):
+    """The platform's sampler rule (`runner._sampler`): the grid is a finite space tried once per
+    point (BruteForceSampler), the others an open-ended budget (TPE); random is Optuna's own."""
+    from types import SimpleNamespace
 
     import optuna
 
-    if method == "grid":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=seed)
+    from affectune.studies import runner
+
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)  # as the platform builds it (runner._sampler)
+    grid = tuple(range(n_points)) if method == "grid" else ()
+    return runner._sampler(SimpleNamespace(grid=grid), SimpleNamespace(num_trials=n_points, seed=seed))
 
 
 def _grace(method: str, epochs: int) -> int | None:
@@ -214,7 +215,7 @@ def replay(table: dict, method: str, search_seed: int, budget: int, reduction_fa
     grace = _grace(method, epochs)
     scheduler = asha_scheduler("objective", mode, epochs, grace, reduction_factor) if grace else None
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                sampler=_sampler(method, search_seed))
+                                sampler=_sampler(method, search_seed, len(list(itertools.product(*dims.values())))))
     trace, rows = [], []
 
     def objective(trial) -> float:  # one trial "trains": its curve is read epoch by epoch
