@@ -293,3 +293,53 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
     print(f"\n[fault] driver SIGKILL with {len(partial)} trial(s) mid-way at epoch "
           f"{int(partial['epochs_run'].max())}: epochs re-run {rerun}, resumed study done "
           f"{recovered:.1f} s after the kill")
+
+
+# --- ASHA stops an in-process trial: no stack trace, no thread left in torch ------------------
+LEARNS_STUCK_LEARNS = (3e-2, 1e-7, 3e-2)
+
+
+def learner_then_stuck(trial):
+    """Trial i gets lr LEARNS_STUCK_LEARNS[i]: lr 1e-7 leaves the model at its initial objective
+    while 3e-2 learns, so at the rung after epoch 3 the second trial is worse than the first and
+    ASHA stops it; the third starts after the stop. The order is fixed by construction, not drawn."""
+    return {"lr": LEARNS_STUCK_LEARNS[trial.number % len(LEARNS_STUCK_LEARNS)]}
+
+
+TRACE_MARKS = ("Traceback", "Fatal Python error", "SIGABRT", "Aborted", "terminate called",
+               "did not end within")
+
+
+def _actor_output(tune_path: str) -> dict[str, str]:
+    """trial dir -> stdout + stderr of the actor process that ran it (Ray's worker log files,
+    found by the `pid` Tune recorded in each result)."""
+    logs = ray._private.worker._global_node.get_logs_dir_path()
+    out = {}
+    for result in glob.glob(os.path.join(tune_path, "*", "result.json")):
+        with open(result) as fh:
+            pids = {json.loads(line)["pid"] for line in fh if line.strip()}
+        texts = [Path(f).read_text(errors="replace") for pid in pids
+                 for f in glob.glob(os.path.join(logs, f"worker-*-{pid}.*")) if f.endswith((".out", ".err"))]
+        out[os.path.basename(os.path.dirname(result))] = "\n".join(texts)
+    return out
+
+
+def test_asha_stops_an_in_process_trial_without_a_stack_trace(ray_session, tmp_path, capfd):
+    spec = StudySpec(name="asha-clean", method="dqf", dataset=DATASET, search_space=learner_then_stuck,
+                     num_trials=3, max_concurrent=1, execution="in_process", grace_period=3, reduction_factor=2,
+                     base_config={"epochs": 4, "batch_size": 16, "patience": None, "model_config": {"hidden": 12}},
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(3,), eval_splits=("test",),
+                     verbose=0, seed=3)
+    result = run_study(spec)
+    time.sleep(2)  # the stopped actors have exited; their logs are flushed
+    rows = result.trials.assign(lr=[json.loads(p)["lr"] for p in result.trials["params"]]).set_index("trial_id")
+    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] == 3e-2]
+    assert len(stuck) == 1 and len(learners) == 2
+    assert (stuck["status"] == "stopped").all() and (stuck["epochs_run"] == 3).all()  # ASHA's rung at epoch 3
+    assert (learners["status"] == "completed").all() and (learners["epochs_run"] == 4).all()
+    outputs = _actor_output(os.path.join(spec.tune_storage, spec.name))
+    assert len(outputs) == 3 and all(outputs.values()), outputs.keys()  # every trial actor's log was read
+    for trial_dir, text in outputs.items():
+        assert not [m for m in TRACE_MARKS if m in text], (trial_dir, text[-3000:])
+    driver = capfd.readouterr()
+    assert not [m for m in TRACE_MARKS if m in driver.out + driver.err], (driver.out + driver.err)[-3000:]
