@@ -115,7 +115,9 @@ def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session
                  base_config={**BASE, "epochs": 4}, train_seeds=(3,))
     started = time.time()
     result = run_study(spec)
-    assert time.time() - started < 400
+    # A placement-group hang would show as a worker-group start timeout (90 s here) and a failed trial;
+    # the bound only catches a hang that times out nowhere (generous: the shared 2-core host is often loaded).
+    assert time.time() - started < 900
     trials = result.trials
     assert len(trials) == 3 and trials["trial_id"].is_unique
     lrs = [json.loads(p)["lr"] for p in trials["params"]]
