@@ -59,6 +59,7 @@ Reporter = Callable[[dict, "str | None"], None]
 class TrainingStopped(Exception):
     """The caller's `should_stop()` became true: the loop ended between two batches (no result)."""
 
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")

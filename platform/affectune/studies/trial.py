@@ -8,10 +8,10 @@ killed without a chance to write), then "completed" with the persisted best chec
 loop returns. The Tune function writes "failed" (with the error) when an attempt raises, then
 re-raises so Tune retries; `attempts` counts the attempts.
 
-When Tune stops an in-process trial (ASHA, the end of a study), `CleanStop` makes the stop clean:
-the loop leaves torch code at the next batch (`should_stop`) and the trial's actor waits for its
-training thread to end before it exits, so no thread is still in torch at interpreter exit (that
-race aborted the actor with a SIGABRT stack trace).
+When Tune stops an in-process trial (ASHA, Ctrl-C), `CleanStop` makes the stop clean: the loop
+leaves torch code at the next batch (`should_stop`) and the trial's actor waits for its training
+thread to end before it exits, so no thread is still in torch at interpreter exit (a daemon thread
+in torch code at exit aborts the process with SIGABRT, which Ray prints as a stack trace).
 
 Workers only ever receive the validation-only view of the dataset (`SearchView`): the test split
 is not in the object they get, and asking for it raises `TestSplitAccess`.
