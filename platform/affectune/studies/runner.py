@@ -41,7 +41,7 @@ import pandas as pd
 
 from affectune.metrics import pareto_front
 from affectune.studies.spec import StudySpec, check_store_shared
-from affectune.studies.trial import TrialContext, search_view, trial_trainable
+from affectune.studies.trial import CleanStop, TrialContext, search_view, trial_trainable
 
 
 @dataclass
@@ -424,6 +424,7 @@ def _with_resources(spec: StudySpec, execution: str, trainable):
     if execution == "train":
         # The trial itself only coordinates: a sliver of CPU, so N workers x cpus_per_worker fit.
         return tune.with_resources(trainable, {"cpu": 0.01})
+    trainable.__mixins__ = (CleanStop,)  # a stopped trial's actor waits for its loop to leave torch
     resources = {"cpu": spec.cpus_per_worker, **spec.resources_per_worker}
     if spec.gpus_per_worker:
         resources["gpu"] = spec.gpus_per_worker
