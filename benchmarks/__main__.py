@@ -153,6 +153,10 @@ def main(argv=None) -> int:
     from benchmarks import study_overhead
 
     study_overhead.main(["--trials", "2", "--skip-search"] if args.quick else [])
+    print("\nscaling: dataset size, trial count, torch.compile, model sizes (benchmarks/scaling.py)")
+    from benchmarks import scaling
+
+    scaling.main(["--quick"] if args.quick else [])
     return 0
 
 

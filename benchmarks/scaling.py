@@ -147,6 +147,20 @@ def least_squares(xs, ys) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
+def _start_ray(ray, init_ray, attempts: int = 3) -> None:
+    """The raylet must register within a hard-coded 30 s (ray/_private/node.py:427-444), which a
+    heavily loaded machine does not always manage: try again before giving up."""
+    for attempt in range(1, attempts + 1):
+        try:
+            init_ray(None, num_cpus=2, log_to_driver=False)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception here
+            print(f"    Ray did not start (attempt {attempt}/{attempts}): {err}", flush=True)
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+
+
 def bench_trials(counts, concurrency: int, epochs: int) -> dict:
     import ray
 
@@ -155,7 +169,7 @@ def bench_trials(counts, concurrency: int, epochs: int) -> dict:
 
     own = not ray.is_initialized()
     if own:
-        init_ray(None, num_cpus=2, log_to_driver=False)
+        _start_ray(ray, init_ray)
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="affectune-bench-") as tmp:
