@@ -97,8 +97,8 @@ def run_child(kind: str, timeout: float, **params) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     with tempfile.TemporaryDirectory(prefix="affectune-inductor-") as cache:
         env["TORCHINDUCTOR_CACHE_DIR"] = cache  # compile from scratch every time, as a new trial would
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--child", json.dumps({"kind": kind, **params})],
-                              capture_output=True, text=True, timeout=timeout, env=env,
+        command = [sys.executable, "-m", "benchmarks.scaling", "--child", json.dumps({"kind": kind, **params})]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
                               cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} point {params} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -133,7 +133,8 @@ def bench_sizes(scales, epochs: int) -> list[dict]:
     last = rows[-1]
     print(f"    from scale {base['scale']} to {last['scale']} ({last['train'] / base['train']:.1f}x the samples): "
           f"samples/s (cpu) x{last['train_sps_cpu'] / base['train_sps_cpu']:.2f}, "
-          f"peak RSS x{last['rss_grid_mb'] / base['rss_grid_mb']:.2f} (+{last['rss_grid_mb'] - base['rss_grid_mb']:.0f} MiB "
+          f"peak RSS x{last['rss_grid_mb'] / base['rss_grid_mb']:.2f} "
+          f"(+{last['rss_grid_mb'] - base['rss_grid_mb']:.0f} MiB "
           f"for +{last['data_mb'] - base['data_mb']:.0f} MiB of arrays), "
           f"grid cpu s x{last['grid_cpu_s'] / base['grid_cpu_s']:.2f}")
     return rows
@@ -202,8 +203,9 @@ def bench_compile(models, scale: float, epochs: int) -> list[dict]:
           f"{'ratio cpu':>9} {'ratio wall':>10} {'break-even':>10}")
     rows = []
     for name in models:
-        runs = {mode: run_child("compile", 3600, model=name, model_config=COMPILE_MODELS[name], compiled=mode == "compiled",
-                                scale=scale, epochs=epochs) for mode in ("eager", "compiled")}
+        runs = {mode: run_child("compile", 3600, model=name, model_config=COMPILE_MODELS[name],
+                                compiled=mode == "compiled", scale=scale, epochs=epochs)
+                for mode in ("eager", "compiled")}
         rows.append(_compile_row(name, runs))
     return rows
 
@@ -220,7 +222,8 @@ def _compile_row(name: str, runs: dict) -> dict:
            "first_epoch_extra_s": first_extra, "break_even_epochs": first_extra / saving if saving > 0 else None}
     be = f"{row['break_even_epochs']:.0f} ep" if row["break_even_epochs"] else "never"
     print(f"    {name:<12} {e['epoch_wall_s'][0]:>15.1f} / {c['epoch_wall_s'][0]:<14.1f} {cpu['eager']:>18.2f} / "
-          f"{cpu['compiled']:<15.2f} {row['steady_cpu_ratio']:>9.2f} {row['steady_wall_ratio']:>10.2f} {be:>10}", flush=True)
+          f"{cpu['compiled']:<15.2f} {row['steady_cpu_ratio']:>9.2f} {row['steady_wall_ratio']:>10.2f} {be:>10}",
+          flush=True)
     return row
 
 
@@ -291,7 +294,8 @@ def step_profile(name: str, dataset) -> dict:
         start = time.process_time()
         step()
         cpu.append(time.process_time() - start)
-    return {"model": name, "params": model.num_parameters(), "train_flops_per_sample": flops.get_total_flops() / STEP_BATCH,
+    return {"model": name, "params": model.num_parameters(),
+            "train_flops_per_sample": flops.get_total_flops() / STEP_BATCH,
             "ops_per_step": CountOps.count, "saved_mb": saved / 2**20, "step_cpu_ms": 1e3 * statistics.median(cpu),
             "steps_per_batch": model.steps_per_batch}
 
@@ -339,7 +343,8 @@ def plot_sizes(rows: list[dict], path: Path) -> None:
                                                         "robustness grid (s, 1 mask seed)"))
     fig.add_scatter(x=n, y=[r["train_sps_cpu"] for r in rows], name="samples/s per CPU-second", row=1, col=1)
     fig.add_scatter(x=n, y=[r["train_sps_wall"] for r in rows], name="samples/s wall", row=1, col=1)
-    for key, label in (("rss_load_mb", "after loading"), ("rss_train_mb", "after training"), ("rss_grid_mb", "after grid")):
+    for key, label in (("rss_load_mb", "after loading"), ("rss_train_mb", "after training"),
+                       ("rss_grid_mb", "after grid")):
         fig.add_scatter(x=n, y=[r[key] for r in rows], name=f"RSS {label}", row=1, col=2)
     fig.add_scatter(x=n, y=[r["data_mb"] for r in rows], name="dataset arrays", line={"dash": "dot"}, row=1, col=2)
     fig.add_scatter(x=n, y=[r["grid_cpu_s"] for r in rows], name="grid CPU s", row=1, col=3)

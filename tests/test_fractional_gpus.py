@@ -29,7 +29,7 @@ def test_cli_fraction_reaches_the_spec_and_the_trial_resources(tmp_path):
     assert spec.gpus_per_worker == 0.25 and spec.max_concurrent == 4 and spec.workers_per_trial == 1
     assert spec.resolved_execution == "train"  # GPU trials run their worker under Ray Train
     in_process = replace(spec, execution="in_process")
-    requested = _with_resources(in_process, "in_process", lambda config: None)._resources  # Tune's PlacementGroupFactory
+    requested = _with_resources(in_process, "in_process", lambda config: None)._resources  # a PlacementGroupFactory
     assert requested.required_resources == {"CPU": 1.0, "GPU": 0.25}
 
 
