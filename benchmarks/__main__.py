@@ -159,6 +159,10 @@ def main(argv=None) -> int:
     from benchmarks import search
 
     search.main([])  # replays the committed tables; trains only entries missing from them
+    print("\nscaling: dataset size, trial count, torch.compile, model sizes (benchmarks/scaling.py)")
+    from benchmarks import scaling
+
+    scaling.main(["--quick"] if args.quick else [])
     return 0
 
 
