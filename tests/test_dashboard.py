@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from affectune.metrics import auilc
-from affectune.missing import INTER_CONDITIONS, RATES, SUBSETS, subset_label
+from affectune.missing import INTER_CONDITIONS, RATES, SUBSET_ORDER, SUBSETS, subset_label
 from affectune.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,8 +103,77 @@ def _trial(i: int, status: str, mae: float, *, selected=False, pareto=False, val
     return row
 
 
+COMPARISONS = {  # name: (dataset, task, {method: (offset, parameters)}, train seeds, created)
+    "cmp_mosi": (DATASET_A, "regression", {"dqf": (0.0, 5000), "umdf": (0.03, 20000), "late_fusion": (0.06, 1000)},
+                 (0, 1, 2), "2026-01-02"),
+    "cmp_mosi_old": (DATASET_A, "regression", {"dqf": (0.1, 5000), "umdf": (0.0, 20000)}, (0, 1), "2026-01-01"),
+    "cmp_iemocap": (DATASET_B, "classification", {"dqf": (0.02, 5000), "mult": (0.0, 9000)}, (0, 1), "2026-01-01"),
+}
+"""Fixture comparisons: on A, cmp_mosi is newer than cmp_mosi_old (the Methods page's default)."""
+
+
+def comparison_values(name: str) -> pd.DataFrame:
+    """Per (method, train seed, subset, metric): the AUILC of its curve (mask seed 0), as affectune.compare
+    tabulates it; table "auilc" (intra) and "inter" (the metric under each available-modality condition)."""
+    dataset, task, methods, seeds, _ = COMPARISONS[name]
+    rows = []
+    for method, (offset, _) in methods.items():
+        for ts in seeds:
+            for metric in COMPARISON_METRICS[task]:
+                for s in SUBSETS:
+                    label = subset_label(s)
+                    rates = [r for r in RATES if not (len(s) == 3 and r == 1.0)]
+                    rows.append({"table": "auilc", "method": method, "train_seed": ts, "subset": label,
+                                 "metric": metric, "value": auilc(rates, [curve_value(offset, metric, label, r, ts, 0)
+                                                                          for r in rates])})
+                for k, available in enumerate(INTER_CONDITIONS):
+                    rows.append({"table": "inter", "method": method, "train_seed": ts,
+                                 "subset": subset_label(available), "metric": metric,
+                                 "value": 0.5 + offset + 0.01 * k + 0.001 * ts})
+    return pd.DataFrame(rows)
+
+
+COMPARISON_METRICS = {"regression": ("mae", "non0_acc2"), "classification": ("wf1", "war")}
+
+
+def write_comparison(store, name: str) -> None:
+    dataset, task, methods, seeds, created = COMPARISONS[name]
+    primary = COMPARISON_METRICS[task][0]
+    store.write_comparison({"comparison": name, "dataset": dataset[0], "fingerprint": dataset[1], "task": task,
+                            "primary_metric": primary, "methods": list(methods), "train_seeds": list(seeds),
+                            "mask_seeds": [0], "splits": ["test"], "created": created,
+                            "sources": {m: {"source": "preset", "preset": "paper"} for m in methods}})
+    for method, (offset, parameters) in methods.items():
+        for ts in seeds:
+            grid = [{"split": "test", "condition": "intra", "subset": subset_label(s), "rate": r, "seed": 0,
+                     "pattern": "random", "fill": "zero", "metric": m,
+                     "value": curve_value(offset, m, subset_label(s), r, ts, 0)}
+                    for m in COMPARISON_METRICS[task] for s in SUBSETS for r in RATES if not (len(s) == 3 and r == 1.0)]
+            store.write_comparison_run(name, {"method": method, "train_seed": ts, "config": {"model": method},
+                                              "source": "preset", "dataset": dataset[0], "fingerprint": dataset[1],
+                                              "num_parameters": parameters}, pd.DataFrame(grid))
+    values = comparison_values(name)
+    cells = (values.groupby(["table", "method", "subset", "metric"], sort=False)["value"]
+             .agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count").reset_index().assign(split="test"))
+    lower = cells["metric"] == "mae"
+    column = cells.groupby(["table", "subset", "metric"])["mean"]
+    cells["best"] = np.where(lower, cells["mean"] == column.transform("min"), cells["mean"] == column.transform("max"))
+    # significance: hand-set test results against the reference (the smallest offset)
+    reference = min(methods, key=lambda m: methods[m][0])
+    sig = pd.DataFrame([{"split": "test", "method": m, "reference": reference, "table": "auilc", "subset": "tav",
+                         "metric": primary, "diff": methods[m][0] - methods[reference][0], "seed_test": "paired t",
+                         "seed_p": np.nan if m == reference else 0.0004 * (1 + k * 100),
+                         "seed_effect": np.nan if m == reference else 3.0 - k,
+                         "n_seeds": len(seeds), "bootstrap_p": np.nan if m == reference else 0.03 * k,
+                         "bootstrap_ci_low": np.nan if m == reference else 0.01,
+                         "bootstrap_ci_high": np.nan if m == reference else 0.05, "n_boot": 200}
+                        for k, m in enumerate(methods)])
+    store.write_comparison_tables(name, cells, sig)
+
+
 def build_store(root: Path) -> Path:
-    """Three studies on dataset A (dqf, cider, multi-objective umdf), one on B, one failed-only."""
+    """Three studies on dataset A (dqf, cider, multi-objective umdf), one on B, one failed-only; the
+    method comparisons of COMPARISONS."""
     store = open_store(str(root))
     single = [{"metric": "val_mae", "mode": "min"}]
     dqf = [_trial(i, "completed" if i < 5 else "stopped", mae, selected=(i == 2))
@@ -126,6 +195,8 @@ def build_store(root: Path) -> Path:
                 metrics=("mae", "war"), offset=0.1, patterns=("random",), inter=False)
     failed = [{**_trial(i, "failed", float("nan")), "error": f"ValueError: bad config {i}"} for i in range(2)]
     write_study(store, "broken_study", "mculora", DATASET_A, single, trials=failed, metrics=(), offset=0.0)
+    for name in COMPARISONS:
+        write_comparison(store, name)
     return root
 
 
@@ -135,7 +206,7 @@ def store_root(tmp_path_factory) -> Path:
 
 
 PAGE_SCRIPTS = {"Studies overview": "overview.py", "Robustness curves": "robustness.py", "AUILC tables": "auilc.py",
-                "Trial explorer": "trials.py", "Downloads": "downloads.py"}
+                "Methods": "methods.py", "Trial explorer": "trials.py", "Downloads": "downloads.py"}
 """Page title -> its script in dashboard/app_pages/ (app.PAGES)."""
 
 
@@ -402,17 +473,18 @@ def test_downloads_page_works_on_its_own_and_follows_the_pages(store_root, monke
     assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == "Downloads"
     assert [s.value for s in at.subheader] == ["Studies overview", "Robustness curves", "AUILC tables",
+                                               "Methods: tables", "Methods: curves WF1", "Methods: curves MAE",
                                                "Trial explorer"]
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels.count("Table (CSV)") == 4 and labels.count("Figure (HTML)") == 2  # curves + AUILC heatmap
+    assert labels.count("Table (CSV)") == 7 and labels.count("Figure (HTML)") == 4  # curves, heatmap, 2 methods'
     assert ("Figure (PNG)" in labels) == (views.chrome_for_png() is not None)
-    assert texts(at.caption).count("initial selection") == 4
+    assert texts(at.caption).count("initial selection") == 7
     # after choosing one study on the robustness page, Downloads offers that view instead
     goto(at, "Robustness curves")
     at.multiselect(key="curve_studies").set_value(["dqf_mosi"]).run()
     goto(at, "Downloads")
     assert texts(at.caption).count("as you last left it") == 1  # the robustness page; the others never ran
-    assert texts(at.caption).count("initial selection") == 3
+    assert texts(at.caption).count("initial selection") == 6
 
 
 def test_default_downloads_match_each_pages_initial_view(store_root):
@@ -454,6 +526,8 @@ def test_empty_and_missing_store(tmp_path, monkeypatch):
         assert any("holds no studies" in i and str(empty) in i for i in texts(at.info))
     at = run_app(tmp_path / "nowhere", monkeypatch)
     assert any("does not exist" in i for i in texts(at.info))
+    goto(at, "Methods")
+    assert any("No method comparisons in the store yet" in i for i in texts(at.info))
 
 
 def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root, tmp_path, monkeypatch):
@@ -485,3 +559,66 @@ def test_split_selector_offers_the_splits_the_store_has():
     both = pd.DataFrame([{**base, "split": "ood"}, {**base, "split": "test"}])
     assert views.curve_choices(both)["split"] == ["test", "ood"]
     assert views.curve_choices(both[both["split"] == "test"])["split"] == ["test"]
+
+
+# ----------------------------------------------------------------------------- method comparisons
+
+
+def _tav_auilc(offset: float, metric: str, train_seed: int) -> float:
+    rates = [r for r in RATES if r < 1.0]
+    return auilc(rates, [curve_value(offset, metric, "tav", r, train_seed, 0) for r in rates])
+
+
+def test_methods_views_tables_marks_significance_and_pareto(store_root):
+    comps = views.load_snapshot(str(store_root)).comparisons
+    assert views.default_comparisons(views.comparison_info(comps)) == ["cmp_iemocap", "cmp_mosi"]  # newest per dataset
+    table, marks = views.comparison_table(comps, "cmp_mosi", "auilc", "test", ["mae"])
+    assert table["method"].tolist() == ["dqf", "umdf", "late_fusion"]  # the comparison's order
+    assert list(table.columns[1:8]) == [f"{views.subset_display(s)} MAE" for s in SUBSET_ORDER]
+    per_seed = [_tav_auilc(0.03, "mae", ts) for ts in (0, 1, 2)]
+    assert table.loc[1, "{t,a,v} MAE"] == f"{np.mean(per_seed):.4f} ± {np.std(per_seed, ddof=1):.4f}"
+    assert marks == {(0, c) for c in table.columns[1:8]}  # dqf (smallest MAE) is best in every column
+    assert table["Δ vs best"].tolist() == ["best", "+0.0300", "+0.0600"]
+    assert table["p (paired t, seeds)"].tolist() == ["", "0.040 *", "0.080"]
+    assert table["p (bootstrap, samples)"].tolist() == ["", "0.030 *", "0.060"]
+    assert [views.p_stars(p) for p in (0.0009, 0.001, 0.0099, 0.049, 0.05, float("nan"))] == \
+        ["***", "**", "**", "*", "", ""]
+    inter, inter_marks = views.comparison_table(comps, "cmp_mosi", "inter", "test", ["mae"])
+    assert [c.split()[0] for c in inter.columns[1:]] == ["{t}", "{a}", "{v}", "{t,a}", "{t,v}", "{a,v}", "{t,a,v}"]
+    assert inter.loc[0, "{t} MAE"] == "0.5010 ± 0.0010" and "Δ vs best" not in inter
+    points = views.comparison_pareto(comps, "cmp_mosi")
+    # MAE is lower-better in both scores; late_fusion is the smallest: dqf and late_fusion are on the front
+    assert points["on_front"].tolist() == [True, False, True]
+    # complete input = rate 0: 0.7 + the train-seed noise averaged over seeds 0, 1, 2 + the mask-seed noise
+    assert points.loc[0, "complete"] == pytest.approx(0.7 + 0.01 * (1 - 0.5) + 0.005 * (0 - 0.5))
+    assert points.loc[0, "robustness"] == pytest.approx(np.mean([_tav_auilc(0.0, "mae", ts) for ts in (0, 1, 2)]))
+    assert points["num_parameters"].tolist() == [5000, 20000, 1000]
+
+
+def test_methods_page_opened_by_its_url(store_root, monkeypatch):
+    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
+    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/methods.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.header[0].value == "Methods"
+    assert at.multiselect(key="methods_comparisons").value == ["cmp_iemocap", "cmp_mosi"]
+    figs = {f["layout"]["title"]["text"].split(" vs ")[0]: f for f in charts(at)
+            if "missing rate" in f["layout"]["title"]["text"]}
+    assert sorted(figs) == ["MAE", "WF1"]  # each comparison with its primary metric
+    lines = mean_traces(figs["MAE"])
+    assert [t["name"] for t in lines] == ["dqf", "late_fusion", "umdf"]
+    assert {t.get("xaxis", "x") for t in lines} == {"x"}  # all methods of a dataset on one axis
+    dqf = next(t for t in lines if t["name"] == "dqf")
+    assert np.allclose(_decode(dqf["y"]), [np.mean([curve_value(0.0, "mae", "tav", r, ts, 0) for ts in (0, 1, 2)])
+                                           for r in RATES if r < 1.0])
+    styled = shown_table(at, "methods_auilc_cmp_mosi")
+    assert styled.value["method"].tolist() == ["dqf", "umdf", "late_fusion"]
+    assert "font-weight: bold" in styled.proto.arrow_data.styler.styles
+    assert any("paired t" in c and "paired bootstrap, 200 resamples" in c for c in texts(at.caption))
+    pareto = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("Robustness vs")
+                  and any(t["name"].startswith("late_fusion") for t in f["data"]))
+    assert sorted(t["name"] for t in pareto["data"] if t.get("meta") == "point") == \
+        ["dqf (Pareto front)", "late_fusion (Pareto front)", "umdf"]
+    assert shown_table(at, "methods_pareto_table_cmp_mosi").value["on_front"].tolist() == [True, False, True]
+    at.selectbox(key="methods_metric").set_value("non0_acc2").run()  # a regression metric: the MOSI panel only
+    assert [f["layout"]["title"]["text"].split(" vs ")[0] for f in charts(at)
+            if "missing rate" in f["layout"]["title"]["text"]] == ["Acc2 (non0)"]
