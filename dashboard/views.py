@@ -370,10 +370,13 @@ def default_curve_selection(choices: Mapping[str, list]) -> dict[str, Any]:
     return pick
 
 
-def subset_curves_title(metric: str, subset: str, pattern: str, fill: str) -> str:
+def subset_curves_title(metric: str, subset: str, pattern: str, fill: str, two_lines: bool = False) -> str:
+    """"MAE vs missing rate, missing {t,a,v} (random, zero; lower is better)"; `two_lines` puts the
+    parenthesis on a smaller second line (for figures that stand side by side)."""
     direction = "lower is better" if direction_of(metric) == "min" else "higher is better"
-    return (f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)} "
-            f"({pattern}, {fill}; {direction})")
+    head = f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)}"
+    return f"{head}<br><sup>{pattern} pattern, {fill} fill; {direction}</sup>" if two_lines else \
+        f"{head} ({pattern}, {fill}; {direction})"
 
 
 def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metric: str,
@@ -542,15 +545,8 @@ def best_cells(table: pd.DataFrame, value_columns: Sequence[str], direction: str
 
 def style_best(table: pd.DataFrame, value_columns: Sequence[str], direction: str):
     """A pandas Styler: 4 decimals, best per column (per dataset) bold on a green background."""
-    marks = best_cells(table, value_columns, direction)
-
-    def _css(frame: pd.DataFrame) -> pd.DataFrame:
-        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
-        for i, column in marks:
-            css.loc[i, column] = "font-weight: bold; background-color: #c7e9c0"
-        return css
-
-    return table.style.apply(_css, axis=None).format("{:.4f}", subset=list(value_columns), na_rep="—")
+    return style_marks(table, best_cells(table, value_columns, direction)).format(
+        "{:.4f}", subset=list(value_columns), na_rep="—")
 
 
 def auilc_heatmap(table: pd.DataFrame, metric: str) -> go.Figure:
@@ -878,15 +874,9 @@ def comparison_curve_figures(comps: Comparisons, names: Sequence[str], *, metric
     regression and a classification comparison get a figure each); a panel per comparison."""
     agg = comparison_curves_agg(comps, names, metric=metric, pattern=pattern, fill=fill, split=split, subset=subset)
     colors = method_colors(comps, names)
-    return [(m, part, curves_figure(part, m, title=_comparison_curves_title(m, subset, pattern, fill), colors=colors))
+    return [(m, part, curves_figure(part, m, title=subset_curves_title(m, subset, pattern, fill, two_lines=True),
+                                    colors=colors))
             for m, part in agg.groupby("metric", sort=False)]
-
-
-def _comparison_curves_title(metric: str, subset: str, pattern: str, fill: str) -> str:
-    """A two-line title (the figures stand side by side on the Methods page)."""
-    better = "lower is better" if direction_of(metric) == "min" else "higher is better"
-    return (f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)}"
-            f"<br><sup>{pattern} pattern, {fill} fill; {better}</sup>")
 
 
 def method_colors(comps: Comparisons, names: Sequence[str]) -> dict[str, str]:
@@ -980,7 +970,7 @@ def comparison_significance_note(comps: Comparisons, name: str, split: str) -> s
 
 
 def style_marks(table: pd.DataFrame, marks: set[tuple[int, str]]):
-    """A pandas Styler with the `marks` cells bold on a green background (as `style_best`)."""
+    """A pandas Styler with the `marks` cells ((row index, column)) bold on a green background."""
     def _css(frame: pd.DataFrame) -> pd.DataFrame:
         css = pd.DataFrame("", index=frame.index, columns=frame.columns)
         for i, column in marks:

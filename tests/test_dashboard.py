@@ -217,6 +217,14 @@ def goto(at, page: str):
     return at
 
 
+def open_first(root: Path | str, monkeypatch, page: str):
+    """A new session that opens `page` by its URL first: no other page has run."""
+    monkeypatch.setenv("AFFECTUNE_STORE", str(root))
+    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page(f"app_pages/{PAGE_SCRIPTS[page]}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def run_app(root: Path | str, monkeypatch, page: str | None = None):
     monkeypatch.setenv("AFFECTUNE_STORE", str(root))
     at = ST.AppTest.from_file(str(APP), default_timeout=60).run()
@@ -467,10 +475,8 @@ def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
 
 
 def test_downloads_page_works_on_its_own_and_follows_the_pages(store_root, monkeypatch):
-    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
     # opened first, by its URL: every page's initial table and figure, computed from the store alone
-    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/downloads.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_first(store_root, monkeypatch, "Downloads")
     assert at.header[0].value == "Downloads"
     assert [s.value for s in at.subheader] == ["Studies overview", "Robustness curves", "AUILC tables",
                                                "Methods: tables", "Methods: curves WF1", "Methods: curves MAE",
@@ -596,9 +602,7 @@ def test_methods_views_tables_marks_significance_and_pareto(store_root):
 
 
 def test_methods_page_opened_by_its_url(store_root, monkeypatch):
-    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
-    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/methods.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_first(store_root, monkeypatch, "Methods")
     assert at.header[0].value == "Methods"
     assert at.multiselect(key="methods_comparisons").value == ["cmp_iemocap", "cmp_mosi"]
     figs = {f["layout"]["title"]["text"].split(" vs ")[0]: f for f in charts(at)

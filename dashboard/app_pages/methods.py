@@ -22,17 +22,11 @@ PRIMARY = "primary"  # the metric choice that draws each comparison with its own
 
 
 def selectors(choices: dict) -> dict:
-    start = views.default_curve_selection(choices)
-    index = {name: (choices[name].index(start[name]) if start[name] in choices[name] else 0) for name in start}
-    c1, c2, c3, c4, c5 = st.columns(5)
-    metric = c2.selectbox("Metric", [PRIMARY, *choices["metric"]], key="methods_metric",
-                          format_func=lambda m: "each one's primary metric" if m == PRIMARY else views.metric_label(m))
-    return {"split": c1.selectbox("Split", choices["split"], index=index["split"], key="methods_split"),
-            "metric": None if metric == PRIMARY else metric,
-            "pattern": c3.selectbox("Pattern", choices["pattern"], index=index["pattern"], key="methods_pattern"),
-            "fill": c4.selectbox("Fill", choices["fill"], index=index["fill"], key="methods_fill"),
-            "subset": c5.selectbox("Missing subset", choices["subset"], format_func=views.subset_display,
-                                   index=index["subset"], key="methods_subset")}
+    """The curve selectors; the metric may be PRIMARY (None in the result: each comparison's own)."""
+    pick = kit.curve_selectors(choices, "methods", metrics=[PRIMARY, *choices["metric"]],
+                               metric_label=lambda m: "each one's primary metric" if m == PRIMARY
+                               else views.metric_label(m))
+    return {**pick, "metric": None if pick["metric"] == PRIMARY else pick["metric"]}
 
 
 def curves_section(comps: views.Comparisons, names: list[str]) -> dict:
