@@ -15,6 +15,8 @@ the store (comparison tables, see docs/studies.md) and the dashboard's Methods p
 import argparse
 import sys
 
+from affectune.metrics import PRIMARY_METRIC
+
 from affectune.compare import ComparisonExists, ComparisonSpec, default_name, export, format_markdown, \
     resolve_configs, run_comparison
 from affectune.studies.cli import _add_ray_flags, _dataset_source, _worker_start_timeout, add_base_flags, \
@@ -24,7 +26,7 @@ from affectune.studies.cli import _add_ray_flags, _dataset_source, _worker_start
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--name", default=None, help="comparison name (default compare-<dataset>)")
+    p.add_argument("--name", default=None, help="comparison name (default compare-<dataset>; one dataset only)")
     add_dataset_flags(p, {"dataset": "synthetic:mosi", "synthetic_scale": 0.25})
     p.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     p.add_argument("--from-studies", default="", help="comma-separated studies in the store: each gives its "
@@ -50,12 +52,24 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """One comparison per dataset of `--dataset` (comma-separated: one command for several)."""
     from affectune.models import list_models
-    from affectune.store import open_store
 
     args = parse_args(argv)
-    dataset = _dataset_source(args)
     methods = args.methods.split(",") if args.methods else list_models()
+    datasets = [d for d in args.dataset.split(",") if d]
+    if args.name and len(datasets) > 1:
+        raise SystemExit("error: --name names one comparison; leave it out with several datasets")
+    results = []
+    for source in datasets:
+        args.dataset = source
+        results.append(compare_one(args, _dataset_source(args), methods))
+    return results
+
+
+def compare_one(args, dataset: str, methods: list[str]):
+    from affectune.store import open_store
+
     studies = [s for s in args.from_studies.split(",") if s]
     try:
         starts, sources = resolve_configs(methods, dataset, store=open_store(args.storage), from_studies=studies,
@@ -75,11 +89,13 @@ def main(argv=None):
     except (KeyError, ValueError, ComparisonExists) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     title = f"{dataset}: {len(methods)} methods x {len(spec.train_seeds)} train seeds"
-    print("\n" + format_markdown(result.tables, result.significance, title), flush=True)
+    # the terminal gets the primary metric; the store and --out files hold every metric of TABLE_METRICS
+    print("\n" + format_markdown(result.tables, result.significance, title,
+                                 metrics=[PRIMARY_METRIC[result.task]]), flush=True)
     if args.out:
         print("wrote " + ", ".join(export(result.tables, result.significance, args.out, spec.name, title)))
     print(f"comparison {spec.name!r} in store {args.storage} ({result.wall_s:.0f} s): "
-          f"affectune.store.open_store(...).comparison_tables({spec.name!r})")
+          f"affectune.store.open_store(...).comparison_tables({spec.name!r})", flush=True)
     return result
 
 

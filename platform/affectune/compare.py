@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
                                    "name (--name) or replace it (--overwrite)")
         store.delete_comparison(spec.name)
     store.check_writable()
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as run_study
     dataset = load(spec.dataset)
     splits = first.resolved_eval_splits(dataset)
     init_ray(address)
@@ -300,8 +302,6 @@ def _evaluate_job(store_root: str, path: str, dataset, splits, mask_seeds, cpus:
 
 def _evaluate(spec: ComparisonSpec, dataset, trained: dict, splits) -> dict:
     """(method, seed) -> _evaluate_job's result; Ray tasks with the jobs' worker resources."""
-    import os
-
     import ray
 
     first = spec.study_spec(spec.methods[0])
@@ -415,10 +415,17 @@ TABLE_TITLES = {"auilc": "AUILC per missing subset and metric (DQF Table 2 layou
                 "inter": "Inter-modality conditions: available modalities (UMDF Table 1 layout)"}
 
 
-def _columns(cells: pd.DataFrame, table: str, metrics) -> list[tuple[str, str]]:
+def _columns(cells: pd.DataFrame, table: str, metrics=None) -> list[tuple[str, str]]:
+    """(subset, metric) columns: subsets in the table's row order, metrics in TABLE_METRICS order."""
     order = SUBSET_ORDER if table == "auilc" else CONDITION_ORDER
     present = set(zip(cells["subset"], cells["metric"]))
+    metrics = metrics or [m for task in TABLE_METRICS.values() for m in task]
     return [(s, m) for s in order for m in metrics if (s, m) in present]
+
+
+def _splits(tables: pd.DataFrame) -> list[str]:
+    """The tables' splits, test first."""
+    return sorted(dict.fromkeys(tables["split"]), key=lambda s: (s != "test", s))
 
 
 def wide_table(tables: pd.DataFrame, significance: pd.DataFrame, table: str, split: str,
@@ -426,7 +433,6 @@ def wide_table(tables: pd.DataFrame, significance: pd.DataFrame, table: str, spl
     """Numeric wide form of one table: a row per method, "<subset> <metric> mean|std|best" columns,
     and for the AUILC table the significance columns (diff, seed_p, seed_effect, bootstrap_p, CI)."""
     cells = tables[(tables["table"] == table) & (tables["split"] == split)]
-    metrics = metrics or list(dict.fromkeys(cells["metric"]))
     out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(cells["method"])), name="method"))
     indexed = cells.set_index(["method", "subset", "metric"])
     for subset, metric in _columns(cells, table, metrics):
@@ -476,7 +482,7 @@ def render(tables: pd.DataFrame, significance: pd.DataFrame | None, table: str, 
     each method against the best on the headline column."""
     wide = wide_table(tables, significance, table, split, metrics)
     cells = tables[(tables["table"] == table) & (tables["split"] == split)]
-    columns = _columns(cells, table, metrics or list(dict.fromkeys(cells["metric"])))
+    columns = _columns(cells, table, metrics)
     with_sig = "reference" in wide.columns
     body = []
     for _, row in wide.iterrows():
@@ -525,7 +531,7 @@ def format_markdown(tables: pd.DataFrame, significance: pd.DataFrame | None, tit
     from affectune.significance import SEED_TEST
 
     out = [f"### {title}", ""] if title else []
-    for split in dict.fromkeys(tables["split"]):
+    for split in _splits(tables):
         for table in ("auilc", "inter"):
             n = int(tables["n_seeds"].max())
             out += [f"**{TABLE_TITLES[table]}, {split} split**, mean ± std over {n} train seeds; best in bold.", "",
@@ -539,14 +545,12 @@ def format_markdown(tables: pd.DataFrame, significance: pd.DataFrame | None, tit
 
 
 def export(tables: pd.DataFrame, significance: pd.DataFrame, directory: str, name: str, title: str = "") -> list[str]:
-    """Write <name>.md (both tables), <name>-<table>-<split>.csv (numeric) and .tex (booktabs)."""
-    import os
-
+    """Write <name>.md (both tables), <name>-<table>-<split>.csv (numeric) and .tex (booktabs), every metric."""
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, f"{name}.md")]
     with open(paths[0], "w") as f:
         f.write(format_markdown(tables, significance, title) + "\n")
-    for split in dict.fromkeys(tables["split"]):
+    for split in _splits(tables):
         for table in ("auilc", "inter"):
             stem = os.path.join(directory, f"{name}-{table}-{split}")
             wide_table(tables, significance, table, split).to_csv(stem + ".csv", index=False)
