@@ -112,54 +112,42 @@ COMPARISONS = {  # name: (dataset, task, {method: (offset, parameters)}, train s
 """Fixture comparisons: on A, cmp_mosi is newer than cmp_mosi_old (the Methods page's default)."""
 
 
-def comparison_values(name: str) -> pd.DataFrame:
-    """Per (method, train seed, subset, metric): the AUILC of its curve (mask seed 0), as affectune.compare
-    tabulates it; table "auilc" (intra) and "inter" (the metric under each available-modality condition)."""
-    dataset, task, methods, seeds, _ = COMPARISONS[name]
-    rows = []
-    for method, (offset, _) in methods.items():
-        for ts in seeds:
-            for metric in COMPARISON_METRICS[task]:
-                for s in SUBSETS:
-                    label = subset_label(s)
-                    rates = [r for r in RATES if not (len(s) == 3 and r == 1.0)]
-                    rows.append({"table": "auilc", "method": method, "train_seed": ts, "subset": label,
-                                 "metric": metric, "value": auilc(rates, [curve_value(offset, metric, label, r, ts, 0)
-                                                                          for r in rates])})
-                for k, available in enumerate(INTER_CONDITIONS):
-                    rows.append({"table": "inter", "method": method, "train_seed": ts,
-                                 "subset": subset_label(available), "metric": metric,
-                                 "value": 0.5 + offset + 0.01 * k + 0.001 * ts})
-    return pd.DataFrame(rows)
-
-
 COMPARISON_METRICS = {"regression": ("mae", "non0_acc2"), "classification": ("wf1", "war")}
 
 
+def comparison_grid(task: str, offset: float, train_seed: int) -> pd.DataFrame:
+    """One run's robustness grid (mask seed 0): the intra curves of `curve_value` and, per available-
+    modality condition k, the value 0.5 + offset + 0.01 k + 0.001 train_seed."""
+    rows = [{"condition": "intra", "subset": subset_label(s), "rate": r, "metric": m,
+             "value": curve_value(offset, m, subset_label(s), r, train_seed, 0)}
+            for m in COMPARISON_METRICS[task] for s in SUBSETS for r in RATES if not (len(s) == 3 and r == 1.0)]
+    rows += [{"condition": "inter", "subset": subset_label(available), "rate": 1.0, "metric": m,
+              "value": 0.5 + offset + 0.01 * k + 0.001 * train_seed}
+             for m in COMPARISON_METRICS[task] for k, available in enumerate(INTER_CONDITIONS)]
+    return pd.DataFrame(rows).assign(split="test", seed=0, pattern="random", fill="zero")
+
+
 def write_comparison(store, name: str) -> None:
+    """A comparison as affectune.compare writes it: runs with their grids, then its tables (built by
+    affectune.compare from the grids) and hand-set significance rows against the best method."""
+    from affectune.compare import build_tables, per_run_values
+
     dataset, task, methods, seeds, created = COMPARISONS[name]
     primary = COMPARISON_METRICS[task][0]
     store.write_comparison({"comparison": name, "dataset": dataset[0], "fingerprint": dataset[1], "task": task,
                             "primary_metric": primary, "methods": list(methods), "train_seeds": list(seeds),
                             "mask_seeds": [0], "splits": ["test"], "created": created,
                             "sources": {m: {"source": "preset", "preset": "paper"} for m in methods}})
+    grids = []
     for method, (offset, parameters) in methods.items():
         for ts in seeds:
-            grid = [{"split": "test", "condition": "intra", "subset": subset_label(s), "rate": r, "seed": 0,
-                     "pattern": "random", "fill": "zero", "metric": m,
-                     "value": curve_value(offset, m, subset_label(s), r, ts, 0)}
-                    for m in COMPARISON_METRICS[task] for s in SUBSETS for r in RATES if not (len(s) == 3 and r == 1.0)]
+            grid = comparison_grid(task, offset, ts)
             store.write_comparison_run(name, {"method": method, "train_seed": ts, "config": {"model": method},
                                               "source": "preset", "dataset": dataset[0], "fingerprint": dataset[1],
-                                              "num_parameters": parameters}, pd.DataFrame(grid))
-    values = comparison_values(name)
-    cells = (values.groupby(["table", "method", "subset", "metric"], sort=False)["value"]
-             .agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count").reset_index().assign(split="test"))
-    lower = cells["metric"] == "mae"
-    column = cells.groupby(["table", "subset", "metric"])["mean"]
-    cells["best"] = np.where(lower, cells["mean"] == column.transform("min"), cells["mean"] == column.transform("max"))
-    # significance: hand-set test results against the reference (the smallest offset)
-    reference = min(methods, key=lambda m: methods[m][0])
+                                              "num_parameters": parameters}, grid)
+            grids.append(grid.assign(method=method, train_seed=ts))
+    cells = build_tables(per_run_values(pd.concat(grids, ignore_index=True), task))
+    reference = min(methods, key=lambda m: methods[m][0])  # the smallest offset is the best
     sig = pd.DataFrame([{"split": "test", "method": m, "reference": reference, "table": "auilc", "subset": "tav",
                          "metric": primary, "diff": methods[m][0] - methods[reference][0], "seed_test": "paired t",
                          "seed_p": np.nan if m == reference else 0.0004 * (1 + k * 100),
