@@ -907,21 +907,22 @@ def _p_text(p: float) -> str:
     return ("<0.001" if p < 1e-3 else f"{p:.3f}") + (" " + p_stars(p) if p_stars(p) else "")
 
 
-SIGNIFICANCE_COLUMNS = ("Δ vs best", "p (paired t, seeds)", "d_z", "p (bootstrap, samples)", "95% CI of Δ")
-"""The significance columns the Methods page adds to the AUILC table (one test per column)."""
+SIGNIFICANCE_COLUMNS = ("Δ vs best", "p seeds", "d_z", "p samples", "95% CI of Δ")
+"""The significance columns the Methods page adds to the AUILC table: the difference to the best, the
+paired test over train seeds (p, effect size), the paired bootstrap over test samples (p, interval)."""
 
 
 def _significance_row(sig: Mapping[str, Any]) -> list[str]:
     if sig["method"] == sig["reference"]:
         return ["best", "", "", "", ""]
-    return [f"{sig['diff']:+.4f}", _p_text(sig["seed_p"]), f"{sig['seed_effect']:+.2f}",
-            _p_text(sig["bootstrap_p"]), f"[{sig['bootstrap_ci_low']:+.4f}, {sig['bootstrap_ci_high']:+.4f}]"]
+    return [f"{sig['diff']:+.3f}", _p_text(sig["seed_p"]), f"{sig['seed_effect']:+.2f}",
+            _p_text(sig["bootstrap_p"]), f"[{sig['bootstrap_ci_low']:+.3f}, {sig['bootstrap_ci_high']:+.3f}]"]
 
 
 def comparison_table(comps: Comparisons, name: str, table: str, split: str,
                      metrics: Sequence[str]) -> tuple[pd.DataFrame, set[tuple[int, str]]]:
     """One comparison table for display: a row per method (the comparison's order), a "mean ± std"
-    column per (subset, metric) in DQF's subset order ("auilc") or UMDF's condition order ("inter"),
+    column (3 decimals, as affectune.compare prints) per (subset, metric) in DQF's subset order ("auilc") or UMDF's condition order ("inter"),
     and for "auilc" the significance of each method against the best. Returns the table and the
     (row, column) cells the store marks best."""
     cells = comps.tables
@@ -942,8 +943,8 @@ def comparison_table(comps: Comparisons, name: str, table: str, split: str,
         texts = []
         for i, method in enumerate(methods):
             cell = by_cell.loc[(method, subset, metric)] if (method, subset, metric) in by_cell.index else None
-            texts.append("—" if cell is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
-                         if pd.notna(cell["std"]) else f"{cell['mean']:.4f}")
+            texts.append("—" if cell is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+                         if pd.notna(cell["std"]) else f"{cell['mean']:.3f}")
             if cell is not None and bool(cell["best"]):
                 marks.add((i, label))
         out[label] = texts
@@ -963,10 +964,10 @@ def comparison_significance_note(comps: Comparisons, name: str, split: str) -> s
     if sig.empty:
         return ""
     row = sig.iloc[0]
-    return (f"Δ, p and d_z: AUILC {subset_display(row['subset'])} {metric_label(row['metric'])} of each method "
-            f"minus the best's ({row['reference']}). Over train seeds: {row['seed_test']} test, d_z = Cohen's "
-            f"effect size; over test samples: paired bootstrap, {int(row['n_boot'])} resamples, 95% interval "
-            f"of Δ. * p < 0.05, ** p < 0.01, *** p < 0.001.")
+    return (f"Δ: AUILC {subset_display(row['subset'])} {metric_label(row['metric'])} of each method minus the "
+            f"best's ({row['reference']}). p seeds: {row['seed_test']} test over the train seeds, d_z its effect "
+            f"size (Cohen's); p samples: paired bootstrap over the test samples, {int(row['n_boot'])} resamples, "
+            f"with the 95% interval of Δ. * p < 0.05, ** p < 0.01, *** p < 0.001.")
 
 
 def style_marks(table: pd.DataFrame, marks: set[tuple[int, str]]):

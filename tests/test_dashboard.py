@@ -570,16 +570,17 @@ def test_methods_views_tables_marks_significance_and_pareto(store_root):
     assert table["method"].tolist() == ["dqf", "umdf", "late_fusion"]  # the comparison's order
     assert list(table.columns[1:8]) == [f"{views.subset_display(s)} MAE" for s in SUBSET_ORDER]
     per_seed = [_tav_auilc(0.03, "mae", ts) for ts in (0, 1, 2)]
-    assert table.loc[1, "{t,a,v} MAE"] == f"{np.mean(per_seed):.4f} ± {np.std(per_seed, ddof=1):.4f}"
+    assert table.loc[1, "{t,a,v} MAE"] == f"{np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f}"
     assert marks == {(0, c) for c in table.columns[1:8]}  # dqf (smallest MAE) is best in every column
-    assert table["Δ vs best"].tolist() == ["best", "+0.0300", "+0.0600"]
-    assert table["p (paired t, seeds)"].tolist() == ["", "0.040 *", "0.080"]
-    assert table["p (bootstrap, samples)"].tolist() == ["", "0.030 *", "0.060"]
+    assert table["Δ vs best"].tolist() == ["best", "+0.030", "+0.060"]
+    assert table["p seeds"].tolist() == ["", "0.040 *", "0.080"] and table["d_z"].tolist() == ["", "+2.00", "+1.00"]
+    assert table["p samples"].tolist() == ["", "0.030 *", "0.060"]
+    assert table["95% CI of Δ"].tolist() == ["", "[+0.010, +0.050]", "[+0.010, +0.050]"]
     assert [views.p_stars(p) for p in (0.0009, 0.001, 0.0099, 0.049, 0.05, float("nan"))] == \
         ["***", "**", "**", "*", "", ""]
     inter, inter_marks = views.comparison_table(comps, "cmp_mosi", "inter", "test", ["mae"])
     assert [c.split()[0] for c in inter.columns[1:]] == ["{t}", "{a}", "{v}", "{t,a}", "{t,v}", "{a,v}", "{t,a,v}"]
-    assert inter.loc[0, "{t} MAE"] == "0.5010 ± 0.0010" and "Δ vs best" not in inter
+    assert inter.loc[0, "{t} MAE"] == "0.501 ± 0.001" and "Δ vs best" not in inter
     points = views.comparison_pareto(comps, "cmp_mosi")
     # MAE is lower-better in both scores; late_fusion is the smallest: dqf and late_fusion are on the front
     assert points["on_front"].tolist() == [True, False, True]
@@ -605,7 +606,8 @@ def test_methods_page_opened_by_its_url(store_root, monkeypatch):
     styled = shown_table(at, "methods_auilc_cmp_mosi")
     assert styled.value["method"].tolist() == ["dqf", "umdf", "late_fusion"]
     assert "font-weight: bold" in styled.proto.arrow_data.styler.styles
-    assert any("paired t" in c and "paired bootstrap, 200 resamples" in c for c in texts(at.caption))
+    assert any("paired t test" in c and "paired bootstrap over the test samples, 200 resamples" in c
+               for c in texts(at.caption))
     pareto = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("Robustness vs")
                   and any(t["name"].startswith("late_fusion") for t in f["data"]))
     assert sorted(t["name"] for t in pareto["data"] if t.get("meta") == "point") == \
