@@ -495,6 +495,11 @@ def test_default_downloads_match_each_pages_initial_view(store_root):
     assert "missing {t,a,v} (random, zero; lower is better)" in figure["layout"]["title"]["text"]
     auilc = pd.read_csv(io.StringIO(items["AUILC tables"]["table_csv"]))
     assert sorted(auilc["study"]) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo", "umdf_mosi_mo"]
+    cells = pd.read_csv(io.StringIO(items["Methods: tables"]["table_csv"]))
+    assert sorted(set(cells["comparison"])) == ["cmp_iemocap", "cmp_mosi"]  # the newest of each dataset
+    assert cells.loc[cells["method"] == "umdf", "sig_seed_p"].round(4).unique().tolist() == [0.0404]
+    mae = pd.read_csv(io.StringIO(items["Methods: curves MAE"]["table_csv"]))
+    assert sorted(set(mae["method"])) == ["dqf", "late_fusion", "umdf"] and set(mae["subset"]) == {"tav"}
     trials = pd.read_csv(io.StringIO(items["Trial explorer"]["table_csv"]))
     assert items["Trial explorer"]["table_name"] == "trials_broken_study" and len(trials) == 2
 

@@ -36,10 +36,12 @@ def curves_section(comps: views.Comparisons, names: list[str]) -> dict:
         return pick
     figures = views.comparison_curve_figures(comps, names, **pick)
     if not figures:
-        st.info(f"No {pick['metric']} curves in the chosen comparisons.")
+        st.info(f"No {views.metric_label(pick['metric'] or 'primary-metric')} curves for pattern={pick['pattern']}, "
+                f"fill={pick['fill']}, split={pick['split']} in the chosen comparisons.")
+        return pick
     st.caption("One panel per comparison (dataset), every method on its axis. Lines: mean over train seeds × "
                "mask seeds; bands: ± one standard deviation.")
-    for column, (metric, agg, fig) in zip(st.columns(len(figures)) if figures else [], figures):
+    for column, (metric, agg, fig) in zip(st.columns(len(figures)), figures):
         with column:
             kit.show_chart(fig, f"methods_curves_{metric}")
         kit.remember(f"Methods: curves {views.metric_label(metric)}", f"method_curves_{metric}", agg, fig)
