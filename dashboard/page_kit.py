@@ -50,8 +50,10 @@ def snapshot(*, need_studies: bool = True) -> views.StoreSnapshot:
     snap = st.session_state.get(SNAPSHOT_KEY) or load()
     if need_studies and (not snap.exists or snap.is_empty):
         where = "does not exist" if not snap.exists else "holds no studies"
+        others = len(snap.comparisons.names)
         st.info(f"The study store at {snap.root} {where} yet. Run `make demo` (or a script in studies/) to fill it, "
-                "or open another store with `streamlit run dashboard/app.py -- --store DIR`.")
+                "or open another store with `streamlit run dashboard/app.py -- --store DIR`."
+                + (f" It holds {others} method comparison(s): see the Methods page." if others else ""))
         st.stop()
     return snap
 
