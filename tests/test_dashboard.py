@@ -527,6 +527,10 @@ def test_empty_and_missing_store(tmp_path, monkeypatch):
     assert any("does not exist" in i for i in texts(at.info))
     goto(at, "Methods")
     assert any("No method comparisons in the store yet" in i for i in texts(at.info))
+    only = tmp_path / "comparisons_only"  # a comparison from presets has no study behind it
+    write_comparison(open_store(str(only)), "cmp_iemocap")
+    at = run_app(only, monkeypatch)
+    assert any("holds no studies" in i and "1 method comparison(s): see the Methods page" in i for i in texts(at.info))
 
 
 def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root, tmp_path, monkeypatch):
