@@ -466,7 +466,8 @@ def curves_figure(agg: pd.DataFrame, metric: str, title: str = "", colors: Mappi
     fig.update_xaxes(title_text="missing rate", range=[-0.02, 1.02], dtick=0.1)
     fig.update_yaxes(title_text=metric_label(metric), col=1)
     fig.update_layout(title=title or f"{metric_label(metric)} vs missing rate", template="plotly_white",
-                      legend={"orientation": "h", "y": -0.2}, height=460, margin={"t": 70})
+                      legend={"orientation": "h", "y": -0.2}, height=460,
+                      margin={"t": 100 if "<br>" in title else 70})  # a two-line title clears the panel titles
     return fig
 
 
