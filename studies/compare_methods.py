@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--n-boot", type=int, default=1000, help="paired-bootstrap resamples of the test samples")
     p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
     _add_ray_flags(p)
+    p.add_argument("--local", action="store_true",
+                   help="no Ray: every (method, seed) job in this process, one after another (small machines)")
     p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
     p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
     p.add_argument("--smoke-test", action="store_true",
@@ -85,7 +87,7 @@ def compare_one(args, dataset: str, methods: list[str]):
                  "storage": args.storage, "ray_storage_path": args.ray_storage, "shared_storage": args.shared_storage,
                  "worker_start_timeout_s": _worker_start_timeout(args),
                  "verbose": 2 if args.verbose else 0 if args.quiet else 1})
-        result = run_comparison(spec, address=args.address, overwrite=args.overwrite)
+        result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local)
     except (KeyError, ValueError, ComparisonExists) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     title = f"{dataset}: {len(methods)} methods x {len(spec.train_seeds)} train seeds"

@@ -187,8 +187,11 @@ class ComparisonResult:
     wall_s: float
 
 
-def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False) -> ComparisonResult:
-    """Train every (method, train seed), evaluate, build the tables, write it all to the store."""
+def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False,
+                   local: bool = False) -> ComparisonResult:
+    """Train every (method, train seed), evaluate, build the tables, write it all to the store.
+    `local`: every job in this process, one after another, without Ray (small or crowded machines;
+    the same configs, seeds, selection on validation and grid)."""
     from affectune.data import load
     from affectune.store import open_store
     from affectune.studies.runner import cluster_shape, init_ray
@@ -206,10 +209,13 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as run_study
     dataset = load(spec.dataset)
     splits = first.resolved_eval_splits(dataset)
-    init_ray(address)
-    check_store_shared(first, *cluster_shape())
-    trained = _train(spec, dataset)
-    evaluated = _evaluate(spec, dataset, trained, splits)
+    if local:
+        trained, evaluated = _run_local(spec, dataset, splits)
+    else:
+        init_ray(address)
+        check_store_shared(first, *cluster_shape())
+        trained = _train(spec, dataset)
+        evaluated = _evaluate(spec, dataset, trained, splits)
     runs, curves = _store_runs(spec, store, dataset, trained, evaluated)
     values = per_run_values(curves, dataset.task)
     tables = build_tables(values)
@@ -287,10 +293,15 @@ def _train(spec: ComparisonSpec, dataset) -> dict:
 def _evaluate_job(store_root: str, path: str, dataset, splits, mask_seeds, cpus: float, gpus: float):
     """(curves, {split: (labels, {rate: predictions})}) of one checkpoint (a Ray task): the grid on
     every split, and the per-sample predictions of the headline curve (first mask seed)."""
-    from affectune.evaluate import robustness
     from affectune.studies.runner import load_stored_model
 
-    model = load_stored_model(store_root, path, cpus, gpus)
+    return _grids(load_stored_model(store_root, path, cpus, gpus), dataset, splits, mask_seeds)
+
+
+def _grids(model, dataset, splits, mask_seeds):
+    """_evaluate_job's result for a model in memory."""
+    from affectune.evaluate import robustness
+
     curves, headline = [], {}
     for split in splits:
         result = robustness(model, dataset, split=split, seeds=mask_seeds, keep_predictions=True)
@@ -298,6 +309,34 @@ def _evaluate_job(store_root: str, path: str, dataset, splits, mask_seeds, cpus:
         headline[split] = (result.labels, {rate: pred for (cond, label, rate), pred in result.predictions.items()
                                            if cond == "intra" and label == HEADLINE_SUBSET})
     return pd.concat(curves, ignore_index=True), headline
+
+
+def _run_local(spec: ComparisonSpec, dataset, splits) -> tuple[dict, dict]:
+    """(trained, evaluated) as `_train` and `_evaluate` give them, every job in this process: the
+    loop trains on the validation-only view, the selected weights are evaluated (nothing stored
+    as an artifact)."""
+    import tempfile
+
+    from affectune.studies.trial import search_view
+    from affectune.train import load_checkpoint, train_loop
+
+    view, threads = search_view(dataset), max(1, int(spec.run.get("cpus_per_worker", 1)))
+    trained, evaluated = {}, {}
+    for method in spec.methods:
+        for seed in spec.train_seeds:
+            config = {"num_threads": threads, **spec.configs[method], "model": method, "dataset": spec.dataset,
+                      "seed": seed}
+            with tempfile.TemporaryDirectory(prefix="affectune-compare-") as tmp:
+                outcome = train_loop({**config, "checkpoint_dir": tmp}, dataset=view)
+                model, _ = load_checkpoint(outcome.checkpoint_path)
+            best = outcome.best_metrics
+            trained[(method, seed)] = {"num_parameters": outcome.num_parameters, "best_epoch": outcome.best_epoch,
+                                       "wall_time_s": outcome.wall_time_s,
+                                       **{k: v for k, v in best.items() if k.startswith(("val_", "valmask_"))}}
+            evaluated[(method, seed)] = _grids(model, dataset, splits, spec.mask_seeds)
+            print(f"[{spec.name}] {method} seed {seed}: best epoch {outcome.best_epoch}, "
+                  f"{outcome.wall_time_s:.0f} s", flush=True)
+    return trained, evaluated
 
 
 def _evaluate(spec: ComparisonSpec, dataset, trained: dict, splits) -> dict:
