@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
     _add_ray_flags(p)
     p.add_argument("--local", action="store_true",
-                   help="no Ray: every (method, seed) job in this process, one after another (small machines)")
+                   help="no Ray: the (method, seed) jobs in --concurrent processes of this machine (small machines)")
     p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
     p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
     p.add_argument("--smoke-test", action="store_true",

@@ -190,8 +190,8 @@ class ComparisonResult:
 def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False,
                    local: bool = False) -> ComparisonResult:
     """Train every (method, train seed), evaluate, build the tables, write it all to the store.
-    `local`: every job in this process, one after another, without Ray (small or crowded machines;
-    the same configs, seeds, selection on validation and grid)."""
+    `local`: without Ray, in `max_concurrent` processes of this machine (small or crowded
+    machines; the same configs, seeds, selection on validation and grid)."""
     from affectune.data import load
     from affectune.store import open_store
     from affectune.studies.runner import cluster_shape, init_ray
@@ -312,30 +312,37 @@ def _grids(model, dataset, splits, mask_seeds):
 
 
 def _run_local(spec: ComparisonSpec, dataset, splits) -> tuple[dict, dict]:
-    """(trained, evaluated) as `_train` and `_evaluate` give them, every job in this process: the
-    loop trains on the validation-only view, the selected weights are evaluated (nothing stored
-    as an artifact)."""
+    """(trained, evaluated) as `_train` and `_evaluate` give them, without Ray: `max_concurrent`
+    forked processes of this machine (one job each at a time); the loop trains on the
+    validation-only view and the selected weights are evaluated (nothing stored as an artifact)."""
+    import multiprocessing
+
+    jobs = [(method, seed) for method in spec.methods for seed in spec.train_seeds]
+    threads = max(1, int(spec.run.get("cpus_per_worker", 1)))
+    args = [(spec, dataset, splits, method, seed, threads) for method, seed in jobs]
+    workers = min(len(jobs), int(spec.run.get("max_concurrent", 2)))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:  # fork: no re-import per job
+        results = pool.starmap(_local_job, args, chunksize=1)
+    return ({job: r[0] for job, r in zip(jobs, results)}, {job: r[1] for job, r in zip(jobs, results)})
+
+
+def _local_job(spec: ComparisonSpec, dataset, splits, method: str, seed: int, threads: int):
+    """One (method, seed) job of `_run_local`: (trained entry, evaluated entry)."""
     import tempfile
 
     from affectune.studies.trial import search_view
     from affectune.train import load_checkpoint, train_loop
 
-    view, threads = search_view(dataset), max(1, int(spec.run.get("cpus_per_worker", 1)))
-    trained, evaluated = {}, {}
-    for method in spec.methods:
-        for seed in spec.train_seeds:
-            config = {"num_threads": threads, **spec.configs[method], "model": method, "dataset": spec.dataset,
-                      "seed": seed}
-            with tempfile.TemporaryDirectory(prefix="affectune-compare-") as tmp:
-                outcome = train_loop({**config, "checkpoint_dir": tmp}, dataset=view)
-                model, _ = load_checkpoint(outcome.checkpoint_path)
-            best = outcome.best_metrics
-            trained[(method, seed)] = {"num_parameters": outcome.num_parameters, "best_epoch": outcome.best_epoch,
-                                       "wall_time_s": outcome.wall_time_s,
-                                       **{k: v for k, v in best.items() if k.startswith(("val_", "valmask_"))}}
-            evaluated[(method, seed)] = _grids(model, dataset, splits, spec.mask_seeds)
-            print(f"[{spec.name}] {method} seed {seed}: best epoch {outcome.best_epoch}, "
-                  f"{outcome.wall_time_s:.0f} s", flush=True)
+    config = {"num_threads": threads, **spec.configs[method], "model": method, "dataset": spec.dataset, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="affectune-compare-") as tmp:
+        outcome = train_loop({**config, "checkpoint_dir": tmp}, dataset=search_view(dataset))
+        model, _ = load_checkpoint(outcome.checkpoint_path)
+    best = outcome.best_metrics
+    trained = {"num_parameters": outcome.num_parameters, "best_epoch": outcome.best_epoch,
+               "wall_time_s": outcome.wall_time_s, **{k: v for k, v in best.items() if k.startswith(("val_", "valmask_"))}}
+    evaluated = _grids(model, dataset, splits, spec.mask_seeds)
+    print(f"[{spec.name}] {method} seed {seed}: best epoch {outcome.best_epoch}, {outcome.wall_time_s:.0f} s "
+          "training", flush=True)
     return trained, evaluated
 
 
