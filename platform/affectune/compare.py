@@ -36,6 +36,7 @@ import pandas as pd
 
 from affectune.metrics import PRIMARY_METRIC, metric_info
 from affectune.missing import CONDITION_ORDER, SUBSET_ORDER, format_subset
+from affectune.significance import SEED_TEST
 
 HEADLINE_SUBSET = "tav"
 """The headline column's subset: AUILC with every modality subject to missingness (DQF's {t,a,v})."""
@@ -228,16 +229,10 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
         "sources": spec.sources,
         "protocol": {"patterns": list(first.patterns), "fills": list(first.fills), "tables": TABLE_METRICS[dataset.task],
                      "headline": {"table": "auilc", "subset": HEADLINE_SUBSET, "metric": PRIMARY_METRIC[dataset.task]},
-                     "seed_test": _seed_test(), "n_boot": spec.n_boot, "boot_seed": spec.boot_seed,
+                     "seed_test": SEED_TEST, "n_boot": spec.n_boot, "boot_seed": spec.boot_seed,
                      "configs": spec.configs}})
     store.write_comparison_tables(spec.name, tables, significance)
     return ComparisonResult(spec.name, dataset.task, runs, curves, tables, significance, time.time() - started)
-
-
-def _seed_test() -> str:
-    from affectune.significance import SEED_TEST
-
-    return SEED_TEST
 
 
 def _job_trainable(params: dict, *, ctxs: dict, refs: dict) -> None:
@@ -413,7 +408,7 @@ def build_significance(values: pd.DataFrame, headline: dict, task: str, n_boot: 
     """Per split, every method against the best on the headline column (AUILC {t,a,v}, primary
     metric): paired t over train seeds, paired bootstrap over test samples.
     `headline`: (method, seed) -> {split: (labels, {rate: (N, k) predictions})}."""
-    from affectune.significance import SEED_TEST, paired_bootstrap, paired_t
+    from affectune.significance import paired_bootstrap, paired_t
 
     metric = PRIMARY_METRIC[task]
     pick = min if metric_info(metric).direction == "min" else max
@@ -574,8 +569,6 @@ def _latex(columns, body, sig_header) -> str:
 def format_markdown(tables: pd.DataFrame, significance: pd.DataFrame | None, title: str = "",
                     metrics=None) -> str:
     """Both tables for every split, with headings (what the script prints and the README shows)."""
-    from affectune.significance import SEED_TEST
-
     out = [f"### {title}", ""] if title else []
     for split in _splits(tables):
         for table in ("auilc", "inter"):
