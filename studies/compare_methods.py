@@ -2,6 +2,7 @@
 
     python studies/compare_methods.py --smoke-test                    # every method, 2 seeds x 1 epoch, tiny MOSI
     python studies/compare_methods.py --dataset synthetic:iemocap     # paper presets, 5 seeds
+    python studies/compare_methods.py --dataset synthetic:mosi,synthetic:iemocap   # one comparison each
     python studies/compare_methods.py --methods dqf,umdf --from-studies dqf-search,umdf-search
     python studies/compare_methods.py --preset none --epochs 4 --out results/tables   # the study defaults
     python studies/compare_methods.py --address auto --gpus-per-worker 1 --storage s3://bucket/affectune
