@@ -2,6 +2,7 @@
 
     python studies/compare_methods.py --smoke-test                    # every method, 2 seeds x 1 epoch, tiny MOSI
     python studies/compare_methods.py --dataset synthetic:iemocap     # paper presets, 5 seeds
+    python studies/compare_methods.py --dataset synthetic:mosi,synthetic:iemocap   # one comparison each
     python studies/compare_methods.py --methods dqf,umdf --from-studies dqf-search,umdf-search
     python studies/compare_methods.py --preset none --epochs 4 --out results/tables   # the study defaults
     python studies/compare_methods.py --address auto --gpus-per-worker 1 --storage s3://bucket/affectune
@@ -37,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--n-boot", type=int, default=1000, help="paired-bootstrap resamples of the test samples")
     p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
     _add_ray_flags(p)
+    p.add_argument("--local", action="store_true",
+                   help="no Ray: the (method, seed) jobs in --concurrent processes of this machine (small machines)")
     p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
     p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
     p.add_argument("--smoke-test", action="store_true",
@@ -85,7 +88,7 @@ def compare_one(args, dataset: str, methods: list[str]):
                  "storage": args.storage, "ray_storage_path": args.ray_storage, "shared_storage": args.shared_storage,
                  "worker_start_timeout_s": _worker_start_timeout(args),
                  "verbose": 2 if args.verbose else 0 if args.quiet else 1})
-        result = run_comparison(spec, address=args.address, overwrite=args.overwrite)
+        result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local)
     except (KeyError, ValueError, ComparisonExists) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     title = f"{dataset}: {len(methods)} methods x {len(spec.train_seeds)} train seeds"

@@ -149,3 +149,27 @@ def test_exports_mark_the_best_and_write_booktabs(tmp_path):
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(
         ["cmp.md", "cmp-auilc-test.csv", "cmp-auilc-test.tex", "cmp-inter-test.csv", "cmp-inter-test.tex"])
     assert pd.read_csv(tmp_path / "cmp-auilc-test.csv").set_index("method").loc["b", "bootstrap_p"] == 0.0
+
+
+def test_configs_come_from_a_study_a_preset_or_the_defaults_with_lineage(tmp_path):
+    from affectune.compare import resolve_configs
+    from affectune.models import model_class
+
+    store = open_store(str(tmp_path))
+    store.write_study({"study": "dqf-search", "method": "dqf", "dataset": "synthetic:mosi", "fingerprint": "f",
+                       "objective": [{"metric": "objective", "mode": "min"}]})
+    lineage = {"method": "dqf", "dataset": "synthetic:mosi", "fingerprint": "f", "code_version": "c"}
+    for trial, objective, lr in (("t1", 0.9, 0.1), ("t2", 0.5, 0.2)):
+        store.write_trial("dqf-search", {"trial_id": trial, "status": "completed", "seed": 0, **lineage,
+                                         "config": {"lr": lr, "seed": 0, "model": "dqf", "dataset": "x"},
+                                         "best_objective": objective, "objective": objective})
+    said = []
+    configs, sources = resolve_configs(["dqf", "umdf", "late_fusion"], "synthetic:iemocap", store=store,
+                                       from_studies=["dqf-search"], log=said.append)
+    assert configs["dqf"] == {"lr": 0.2} and sources["dqf"]["trial_id"] == "t2"  # the lower objective
+    assert configs["umdf"] == model_class("umdf").preset("paper", "synthetic:iemocap")
+    assert sources["umdf"] == {"source": "preset", "preset": "paper"}
+    assert configs["late_fusion"] == model_class("late_fusion").study_defaults
+    assert sources["late_fusion"] == {"source": "defaults"} and any("late_fusion: no usable" in s for s in said)
+    with pytest.raises(ValueError, match="not among"):
+        resolve_configs(["umdf"], "synthetic:mosi", store=store, from_studies=["dqf-search"], log=said.append)

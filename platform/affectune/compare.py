@@ -36,6 +36,7 @@ import pandas as pd
 
 from affectune.metrics import PRIMARY_METRIC, metric_info
 from affectune.missing import CONDITION_ORDER, SUBSET_ORDER, format_subset
+from affectune.significance import SEED_TEST
 
 HEADLINE_SUBSET = "tav"
 """The headline column's subset: AUILC with every modality subject to missingness (DQF's {t,a,v})."""
@@ -187,8 +188,11 @@ class ComparisonResult:
     wall_s: float
 
 
-def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False) -> ComparisonResult:
-    """Train every (method, train seed), evaluate, build the tables, write it all to the store."""
+def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False,
+                   local: bool = False) -> ComparisonResult:
+    """Train every (method, train seed), evaluate, build the tables, write it all to the store.
+    `local`: without Ray, in `max_concurrent` processes of this machine (small or crowded
+    machines; the same configs, seeds, selection on validation and grid)."""
     from affectune.data import load
     from affectune.store import open_store
     from affectune.studies.runner import cluster_shape, init_ray
@@ -206,10 +210,13 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as run_study
     dataset = load(spec.dataset)
     splits = first.resolved_eval_splits(dataset)
-    init_ray(address)
-    check_store_shared(first, *cluster_shape())
-    trained = _train(spec, dataset)
-    evaluated = _evaluate(spec, dataset, trained, splits)
+    if local:
+        trained, evaluated = _run_local(spec, dataset, splits)
+    else:
+        init_ray(address)
+        check_store_shared(first, *cluster_shape())
+        trained = _train(spec, dataset)
+        evaluated = _evaluate(spec, dataset, trained, splits)
     runs, curves = _store_runs(spec, store, dataset, trained, evaluated)
     values = per_run_values(curves, dataset.task)
     tables = build_tables(values)
@@ -222,16 +229,10 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
         "sources": spec.sources,
         "protocol": {"patterns": list(first.patterns), "fills": list(first.fills), "tables": TABLE_METRICS[dataset.task],
                      "headline": {"table": "auilc", "subset": HEADLINE_SUBSET, "metric": PRIMARY_METRIC[dataset.task]},
-                     "seed_test": _seed_test(), "n_boot": spec.n_boot, "boot_seed": spec.boot_seed,
+                     "seed_test": SEED_TEST, "n_boot": spec.n_boot, "boot_seed": spec.boot_seed,
                      "configs": spec.configs}})
     store.write_comparison_tables(spec.name, tables, significance)
     return ComparisonResult(spec.name, dataset.task, runs, curves, tables, significance, time.time() - started)
-
-
-def _seed_test() -> str:
-    from affectune.significance import SEED_TEST
-
-    return SEED_TEST
 
 
 def _job_trainable(params: dict, *, ctxs: dict, refs: dict) -> None:
@@ -287,10 +288,15 @@ def _train(spec: ComparisonSpec, dataset) -> dict:
 def _evaluate_job(store_root: str, path: str, dataset, splits, mask_seeds, cpus: float, gpus: float):
     """(curves, {split: (labels, {rate: predictions})}) of one checkpoint (a Ray task): the grid on
     every split, and the per-sample predictions of the headline curve (first mask seed)."""
-    from affectune.evaluate import robustness
     from affectune.studies.runner import load_stored_model
 
-    model = load_stored_model(store_root, path, cpus, gpus)
+    return _grids(load_stored_model(store_root, path, cpus, gpus), dataset, splits, mask_seeds)
+
+
+def _grids(model, dataset, splits, mask_seeds):
+    """_evaluate_job's result for a model in memory."""
+    from affectune.evaluate import robustness
+
     curves, headline = [], {}
     for split in splits:
         result = robustness(model, dataset, split=split, seeds=mask_seeds, keep_predictions=True)
@@ -298,6 +304,41 @@ def _evaluate_job(store_root: str, path: str, dataset, splits, mask_seeds, cpus:
         headline[split] = (result.labels, {rate: pred for (cond, label, rate), pred in result.predictions.items()
                                            if cond == "intra" and label == HEADLINE_SUBSET})
     return pd.concat(curves, ignore_index=True), headline
+
+
+def _run_local(spec: ComparisonSpec, dataset, splits) -> tuple[dict, dict]:
+    """(trained, evaluated) as `_train` and `_evaluate` give them, without Ray: `max_concurrent`
+    forked processes of this machine (one job each at a time); the loop trains on the
+    validation-only view and the selected weights are evaluated (nothing stored as an artifact)."""
+    import multiprocessing
+
+    jobs = [(method, seed) for method in spec.methods for seed in spec.train_seeds]
+    threads = max(1, int(spec.run.get("cpus_per_worker", 1)))
+    args = [(spec, dataset, splits, method, seed, threads) for method, seed in jobs]
+    workers = min(len(jobs), int(spec.run.get("max_concurrent", 2)))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:  # fork: no re-import per job
+        results = pool.starmap(_local_job, args, chunksize=1)
+    return ({job: r[0] for job, r in zip(jobs, results)}, {job: r[1] for job, r in zip(jobs, results)})
+
+
+def _local_job(spec: ComparisonSpec, dataset, splits, method: str, seed: int, threads: int):
+    """One (method, seed) job of `_run_local`: (trained entry, evaluated entry)."""
+    import tempfile
+
+    from affectune.studies.trial import search_view
+    from affectune.train import load_checkpoint, train_loop
+
+    config = {"num_threads": threads, **spec.configs[method], "model": method, "dataset": spec.dataset, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="affectune-compare-") as tmp:
+        outcome = train_loop({**config, "checkpoint_dir": tmp}, dataset=search_view(dataset))
+        model, _ = load_checkpoint(outcome.checkpoint_path)
+    best = outcome.best_metrics
+    trained = {"num_parameters": outcome.num_parameters, "best_epoch": outcome.best_epoch,
+               "wall_time_s": outcome.wall_time_s, **{k: v for k, v in best.items() if k.startswith(("val_", "valmask_"))}}
+    evaluated = _grids(model, dataset, splits, spec.mask_seeds)
+    print(f"[{spec.name}] {method} seed {seed}: best epoch {outcome.best_epoch}, {outcome.wall_time_s:.0f} s "
+          "training", flush=True)
+    return trained, evaluated
 
 
 def _evaluate(spec: ComparisonSpec, dataset, trained: dict, splits) -> dict:
@@ -367,7 +408,7 @@ def build_significance(values: pd.DataFrame, headline: dict, task: str, n_boot: 
     """Per split, every method against the best on the headline column (AUILC {t,a,v}, primary
     metric): paired t over train seeds, paired bootstrap over test samples.
     `headline`: (method, seed) -> {split: (labels, {rate: (N, k) predictions})}."""
-    from affectune.significance import SEED_TEST, paired_bootstrap, paired_t
+    from affectune.significance import paired_bootstrap, paired_t
 
     metric = PRIMARY_METRIC[task]
     pick = min if metric_info(metric).direction == "min" else max
@@ -528,8 +569,6 @@ def _latex(columns, body, sig_header) -> str:
 def format_markdown(tables: pd.DataFrame, significance: pd.DataFrame | None, title: str = "",
                     metrics=None) -> str:
     """Both tables for every split, with headings (what the script prints and the README shows)."""
-    from affectune.significance import SEED_TEST
-
     out = [f"### {title}", ""] if title else []
     for split in _splits(tables):
         for table in ("auilc", "inter"):
