@@ -1054,6 +1054,68 @@ def comparison_pareto_figure(points: pd.DataFrame, metric: str, title: str = "",
 # ----------------------------------------------------------------------------- downloads
 
 
+def search_progress(frame: pd.DataFrame, objective: str, mode: str) -> pd.DataFrame:
+    """Every reported epoch of a study's trials, in the order they finished, with the best objective
+    so far: the optimisation history of optuna-dashboard, per epoch instead of per trial.
+
+    The per-epoch value is the learning curve's `objective` column's metric (`best_<m>` -> `<m>`).
+    Epochs finish at the trial's `started_at` plus its cumulative `epoch_time_s`; a store without
+    `started_at` is replayed as if the trials ran one after another in trial-id order (`timed` False).
+    Columns: trial_id, epoch, value, status, last (the trial's last epoch), wall_s, epochs_consumed, best.
+    """
+    metric = objective[len("best_"):] if objective.startswith("best_") else objective
+    rows, clock, ran = [], 0.0, frame[frame["status"] != "failed"]
+    timed = "started_at" in ran.columns and ran["started_at"].notna().any()
+    origin = float(ran["started_at"].min()) if timed else 0.0
+    for rec in ran.sort_values("trial_id").to_dict("records"):
+        epochs = [e for e in (_json_loads(rec["learning_curve"], []) or []) if isinstance(e, Mapping)]
+        start = float(rec["started_at"]) - origin if timed and _finite(rec.get("started_at")) else clock
+        for i, e in enumerate(epochs):
+            value = e.get(metric, e.get("objective"))
+            start += float(e.get("epoch_time_s") or 0.0)
+            if _finite(value):
+                rows.append({"trial_id": rec["trial_id"], "epoch": int(e.get("epoch", i + 1)), "value": float(value),
+                             "status": rec["status"], "last": i == len(epochs) - 1, "wall_s": start})
+        clock = max(clock, start)
+    events = pd.DataFrame(rows, columns=["trial_id", "epoch", "value", "status", "last", "wall_s"])
+    events = events.sort_values("wall_s", kind="stable", ignore_index=True)
+    events["epochs_consumed"] = np.arange(1, len(events) + 1)
+    events["best"] = events["value"].cummin() if mode == "min" else events["value"].cummax()
+    events.attrs["timed"] = bool(timed)
+    return events
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def search_progress_figure(events: pd.DataFrame, objective: str) -> go.Figure:
+    """Best-so-far objective against epochs consumed (left) and wall time (right); every epoch's
+    value as a faint dot, trials ASHA stopped as an x at the epoch they stopped."""
+    clock = "wall time (s)" if events.attrs.get("timed", True) else "wall time (s), trials one after another"
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("against epochs consumed", "against wall time"))
+    stopped = events[(events["status"] == "stopped") & events["last"]]
+    for col, x in ((1, "epochs_consumed"), (2, "wall_s")):
+        legend = col == 1
+        fig.add_trace(go.Scatter(x=events[x], y=events["value"], mode="markers", name="epoch value",
+                                 marker={"color": "rgba(99,110,250,0.35)", "size": 6}, text=events["trial_id"],
+                                 showlegend=legend, legendgroup="value"), row=1, col=col)
+        fig.add_trace(go.Scatter(x=events[x], y=events["best"], mode="lines", name="best so far",
+                                 line={"color": "#ef553b", "shape": "hv"}, showlegend=legend, legendgroup="best"),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=stopped[x], y=stopped["value"], mode="markers", name="stopped early",
+                                 marker={"symbol": "x", "size": 10, "color": "#222"}, showlegend=legend,
+                                 legendgroup="stopped", text=[f"{t} stopped at epoch {e}" for t, e in
+                                                              zip(stopped["trial_id"], stopped["epoch"])]),
+                      row=1, col=col)
+    fig.update_xaxes(title_text="epochs consumed (all trials)", row=1, col=1)
+    fig.update_xaxes(title_text=clock, row=1, col=2)
+    fig.update_yaxes(title_text=objective, row=1, col=1)
+    fig.update_layout(title=f"Search progress: best {objective} so far", template="plotly_white", height=420)
+    return fig
+
+
 def chrome_for_png() -> str | None:
     """The Chrome/Chromium kaleido will drive for PNG export: $BROWSER_PATH or one on PATH."""
     if path := os.environ.get("BROWSER_PATH"):

@@ -447,6 +447,13 @@ def test_trial_explorer_single_objective(store_root, monkeypatch):
     assert len(curves["data"]) == 6
     assert any("Single-objective study" in i for i in texts(at.info))
     assert shown_table(at, "trial_table").value["trial_id"].tolist() == [f"t{i:03d}" for i in range(6)]
+    # the search progress plot (first tab): six trials of 3 epochs, no start times, so replayed one
+    # after another in trial-id order; t005 was stopped by ASHA at its epoch 3
+    progress = next(f for f in figs if f["layout"]["title"]["text"].startswith("Search progress"))
+    best = next(t for t in progress["data"] if t["name"] == "best so far")
+    assert _decode(best["x"]) == list(range(1, 19)) and _decode(best["y"])[-1] == pytest.approx(0.7)
+    stopped = next(t for t in progress["data"] if t["name"] == "stopped early")
+    assert _decode(stopped["x"]) == [18] and _decode(stopped["y"]) == [pytest.approx(1.1)]
 
 
 def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
@@ -625,3 +632,24 @@ def test_methods_page_opened_by_its_url(store_root, monkeypatch):
     at.selectbox(key="methods_metric").set_value("non0_acc2").run()  # a regression metric: the MOSI panel only
     assert [f["layout"]["title"]["text"].split(" vs ")[0] for f in charts(at)
             if "missing rate" in f["layout"]["title"]["text"]] == ["Acc2 (non0)"]
+
+
+# ----------------------------------------------------------------------------- search progress
+
+
+def test_search_progress_orders_epochs_by_finish_time_and_marks_stopped_trials():
+    # a: starts at t=100, epochs of 2 s end at 102, 104, 106; b (stopped after 1 epoch) ends at 103
+    curve = lambda values: [{"epoch": e + 1, "val_mae": v, "epoch_time_s": 2.0} for e, v in enumerate(values)]  # noqa: E731
+    frame = pd.DataFrame([
+        {"trial_id": "a", "status": "completed", "started_at": 100.0, "learning_curve": json.dumps(curve([1.0, 0.9, 0.8]))},
+        {"trial_id": "b", "status": "stopped", "started_at": 101.0, "learning_curve": json.dumps(curve([0.85]))},
+        {"trial_id": "c", "status": "failed", "started_at": 99.0, "learning_curve": json.dumps(curve([0.1]))}])
+    events = views.search_progress(frame, "best_val_mae", "min")
+    assert events["trial_id"].tolist() == ["a", "b", "a", "a"]
+    assert events["wall_s"].tolist() == [2.0, 3.0, 4.0, 6.0]  # from the first (non-failed) trial's start
+    assert events["value"].tolist() == [1.0, 0.85, 0.9, 0.8]
+    assert events["best"].tolist() == [1.0, 0.85, 0.85, 0.8]
+    fig = views.search_progress_figure(events, "best_val_mae")
+    stopped = [t for t in fig.data if t.name == "stopped early"]  # one per panel: epochs, wall time
+    assert [list(t.x) for t in stopped] == [[2], [3.0]] and list(stopped[0].y) == [0.85]
+    assert list(views.search_progress(frame, "best_val_mae", "max")["best"]) == [1.0, 1.0, 1.0, 1.0]

@@ -306,6 +306,8 @@ def test_cli_flags_build_the_spec():
     assert spec_from_args("dqf", parser.parse_args(["--smoke-test", "--execution", "in_process"])
                           ).resolved_execution == "in_process"
     assert spec_from_args("dqf", parser.parse_args([])).resolved_execution == "in_process"
+    assert spec_from_args("dqf", parser.parse_args([])).grace_period is None  # default_grace_period(epochs)
+    assert spec_from_args("dqf", parser.parse_args(["--grace-period", "3"])).grace_period == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["--worker-resources", "[1]"])
 

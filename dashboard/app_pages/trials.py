@@ -1,4 +1,4 @@
-"""Trial explorer (one study): parallel coordinates, importance, learning curves, Pareto front, trial table."""
+"""Trial explorer (one study): search progress, parallel coordinates, importance, learning curves, Pareto front, trial table."""
 
 import streamlit as st
 
@@ -31,8 +31,14 @@ def learning_curves_tab(frame) -> None:
 
 def explore(snap: views.StoreSnapshot, study: str, frame, objectives) -> None:
     figure = None
-    tab_par, tab_imp, tab_lc, tab_pareto, tab_table = st.tabs(
-        ["Parallel coordinates", "Importance", "Learning curves", "Pareto front", "Trials"])
+    tab_prog, tab_par, tab_imp, tab_lc, tab_pareto, tab_table = st.tabs(
+        ["Search progress", "Parallel coordinates", "Importance", "Learning curves", "Pareto front", "Trials"])
+    with tab_prog:
+        if objectives:
+            progress = views.search_progress(frame, *objectives[0])
+            kit.show_chart(views.search_progress_figure(progress, objectives[0][0]), "trial_search_progress")
+        else:
+            st.info("No objective recorded for this study: no search progress to draw.")
     with tab_par:
         if objectives and views.param_columns(frame):
             figure = views.parallel_coordinates_figure(frame, *objectives[0])

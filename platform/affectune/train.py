@@ -316,7 +316,7 @@ def predict_split(model, data: TensorSplit, batch_size: int, rank: int = 0, worl
     fn = fn or model.predict
     bounds = np.linspace(0, len(data), world_size + 1).astype(np.int64)
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
-    parts = [fn(data.batch(slice(s, min(s + batch_size, hi)))).float()
+    parts = [fn(data.batch(slice(s, min(s + batch_size, hi))).trimmed()).float()
              for s in range(lo, hi, batch_size)]
     parts = [p.reshape(p.shape[0], -1) for p in parts]
     width = parts[0].shape[1] if parts else 0

@@ -68,6 +68,9 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
     p.add_argument("--concurrent", type=int, default=d["concurrent"], help="trials at the same time")
     p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
                    help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
+                   help="ASHA: epochs every trial runs before it may be stopped early (default: a quarter "
+                        "of --epochs, at least 2; see docs/studies.md)")
     _add_evaluation_flags(p, d)
     p.add_argument("--seed", type=int, default=0)
     _add_ray_flags(p)
@@ -219,6 +222,7 @@ def spec_from_args(method: str, args) -> StudySpec:
         name=args.name, method=method, dataset=_dataset_source(args), search_space=args.space,
         base_config=base_config_from_args(method, args),
         num_trials=args.trials, max_concurrent=args.concurrent, objectives=tuple(objectives),
+        grace_period=args.grace_period,
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, resources_per_worker=args.worker_resources,
         execution=args.execution, storage=args.storage, ray_storage_path=args.ray_storage,

@@ -339,7 +339,6 @@ def _search(study: _Study, resume: bool) -> int:
 def _tune_config(study: _Study):
     """OptunaSearch on the space (best-so-far objectives, see the module docstring) and ASHA."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     spec, objectives = study.spec, study.objectives
@@ -351,11 +350,19 @@ def _tune_config(study: _Study):
         mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,
         sampler=_sampler(study.space, spec),
     )
-    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=first_metric, mode=first_mode,
-                               max_t=epochs, grace_period=min(spec.grace_period, epochs),
-                               reduction_factor=spec.reduction_factor) if spec.use_asha else None)
+    scheduler = (asha_scheduler(first_metric, first_mode, epochs, spec.resolved_grace_period(epochs),
+                                spec.reduction_factor) if spec.use_asha else None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
                            max_concurrent_trials=spec.max_concurrent)
+
+
+def asha_scheduler(metric: str, mode: str, max_epochs: int, grace_period: int, reduction_factor: int):
+    """The study's early-stopping rule: Ray's ASHA on `metric` per epoch (training_iteration), rungs
+    at grace_period * reduction_factor**k; the search-efficiency benchmark replays this very object."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_epochs,
+                         grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 def _max_epochs(study: _Study) -> int:

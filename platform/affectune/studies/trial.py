@@ -130,7 +130,7 @@ def _row(ctx: TrialContext, trial_id: str, params: dict, config: dict, tracker: 
     row = {"trial_id": trial_id, "status": status, "params": params, "config": config,
            "seed": config.get("seed", ctx.seed), "method": ctx.method, "dataset": ctx.dataset_source,
            "fingerprint": ctx.fingerprint, "code_version": ctx.code_version, "node_id": _node_id(),
-           "wall_time_s": time.time() - started, "attempts": attempts, "phase": ctx.phase}
+           "wall_time_s": time.time() - started, "started_at": started, "attempts": attempts, "phase": ctx.phase}
     if tracker is not None:
         row.update(epochs_run=len(tracker.curve), learning_curve=tracker.curve,
                    num_parameters=tracker.num_parameters)
