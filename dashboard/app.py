@@ -1,11 +1,11 @@
-"""affectune dashboard: compare robustness curves across studies (read-only over the study store).
+"""affectune dashboard: compare robustness curves across studies and methods (read-only over the store).
 
     streamlit run dashboard/app.py -- --store results/
 
 The store root comes from `--store DIR`, else $AFFECTUNE_STORE, else the demo's store (results/).
-A multipage app (st.navigation): each page is a script in app_pages/ with its own URL
-(/, /robustness, /auilc, /trials, /downloads). This entrypoint runs on every page: it reads the
-store snapshot, reports skipped files and runs the page. Tables and figures are built in views.py.
+A multipage app (st.navigation): each page is a script in app_pages/ with its own URL (/,
+/robustness, /auilc, /methods, /trials, /downloads). This entrypoint runs around every page: it
+reads the store snapshot, reports skipped files and runs the page. Tables and figures: views.py.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ PAGES = (  # (script, title, URL path); the first is the default page, served at
     ("overview.py", "Studies overview", "overview"),
     ("robustness.py", "Robustness curves", "robustness"),
     ("auilc.py", "AUILC tables", "auilc"),
+    ("methods.py", "Methods", "methods"),
     ("trials.py", "Trial explorer", "trials"),
     ("downloads.py", "Downloads", "downloads"),
 )

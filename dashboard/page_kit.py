@@ -50,8 +50,10 @@ def snapshot(*, need_studies: bool = True) -> views.StoreSnapshot:
     snap = st.session_state.get(SNAPSHOT_KEY) or load()
     if need_studies and (not snap.exists or snap.is_empty):
         where = "does not exist" if not snap.exists else "holds no studies"
+        others = len(snap.comparisons.names)
         st.info(f"The study store at {snap.root} {where} yet. Run `make demo` (or a script in studies/) to fill it, "
-                "or open another store with `streamlit run dashboard/app.py -- --store DIR`.")
+                "or open another store with `streamlit run dashboard/app.py -- --store DIR`."
+                + (f" It holds {others} method comparison(s): see the Methods page." if others else ""))
         st.stop()
     return snap
 
@@ -62,6 +64,21 @@ def choose_studies(snap: views.StoreSnapshot, key: str) -> list[str]:
     if not with_curves:
         return []
     return st.multiselect("Studies", with_curves, default=default, format_func=lambda s: labels.get(s, s), key=key)
+
+
+def curve_selectors(choices: dict, prefix: str, metrics: list | None = None, metric_label=views.metric_label) -> dict:
+    """Split, metric, pattern, fill and missing-subset selectboxes (keys `<prefix>_split`, ...), started
+    at views.default_curve_selection; `metrics` replaces the metric options (e.g. with a "primary")."""
+    start = views.default_curve_selection(choices)
+    index = {name: (choices[name].index(start[name]) if start[name] in choices[name] else 0) for name in start}
+    c1, c2, c3, c4, c5 = st.columns(5)
+    return {"split": c1.selectbox("Split", choices["split"], index=index["split"], key=f"{prefix}_split"),
+            "metric": c2.selectbox("Metric", choices["metric"] if metrics is None else metrics,
+                                   format_func=metric_label, key=f"{prefix}_metric"),
+            "pattern": c3.selectbox("Pattern", choices["pattern"], index=index["pattern"], key=f"{prefix}_pattern"),
+            "fill": c4.selectbox("Fill", choices["fill"], index=index["fill"], key=f"{prefix}_fill"),
+            "subset": c5.selectbox("Missing subset", choices["subset"], format_func=views.subset_display,
+                                   index=index["subset"], key=f"{prefix}_subset")}
 
 
 def remember(page: str, table_name: str, table, figure: go.Figure | None) -> None:

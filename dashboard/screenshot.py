@@ -1,10 +1,12 @@
-"""Drive the dashboard in a real headless Chromium (Playwright) and screenshot the robustness page.
+"""Drive the dashboard in a real headless Chromium (Playwright) and screenshot a page.
 
     python dashboard/screenshot.py --store results --out docs/img/robustness.png [--studies A B ...]
+    python dashboard/screenshot.py --page methods --store results --out docs/img/methods.png
 
 Starts `streamlit run dashboard/app.py` on a free loopback port, waits for /_stcore/health, opens the
-Robustness curves page by its URL (/robustness), selects the studies and saves a full-page PNG. Uses the system Chromium
-(Debian's `chromium`; Playwright cannot download browsers here). Also used by the browser test.
+page by its URL (/robustness: selects the studies; /methods: the newest comparison of each dataset)
+and saves a full-page PNG. Uses the system Chromium (Debian's `chromium`; Playwright cannot
+download browsers here). Also used by the browser test.
 """
 
 from __future__ import annotations
@@ -121,6 +123,13 @@ def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> Non
     wait_idle(page)
 
 
+def open_methods(page, url: str) -> None:
+    """Open the Methods page by its URL and wait until its curves and tables are drawn."""
+    open_page(page, url, "methods", ".st-key-methods_comparisons")
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace path.js-line", state="attached", timeout=60_000)
+    page.wait_for_selector("[class*='st-key-methods_auilc_']", timeout=60_000)
+
+
 def plotted_studies(page) -> list[str]:
     """Names of the mean-line traces of the first Plotly chart on the page (as drawn by plotly.js)."""
     page.wait_for_selector(".js-plotly-plot .scatterlayer .trace path.js-line", state="attached", timeout=60_000)
@@ -137,16 +146,20 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
 
 
-def screenshot_robustness(store: str | Path, out: str | Path, studies: Sequence[str] | None = None,
-                          width: int = 1400, height: int = 1000) -> list[str]:
-    """Screenshot the robustness page of the store's dashboard to `out`; returns the plotted study names."""
+def screenshot_page(store: str | Path, out: str | Path, which: str = "robustness",
+                    studies: Sequence[str] | None = None, width: int = 1400, height: int = 1000) -> list[str]:
+    """Screenshot a page ("robustness" or "methods") of the store's dashboard to `out`; returns the
+    names of the lines in its first chart (studies, or methods)."""
     from playwright.sync_api import sync_playwright
 
     with serve_app(store) as url, sync_playwright() as pw:
         browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            open_robustness(page, url, studies)
+            if which == "methods":
+                open_methods(page, url)
+            else:
+                open_robustness(page, url, studies)
             names = plotted_studies(page)
             page.wait_for_timeout(500)  # let plotly finish its transition
             Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -160,9 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="study store root")
     parser.add_argument("--out", required=True, help="PNG path to write")
-    parser.add_argument("--studies", nargs="*", default=None, help="studies to select (default: the app's)")
+    parser.add_argument("--page", choices=("robustness", "methods"), default="robustness", help="page to capture")
+    parser.add_argument("--studies", nargs="*", default=None,
+                        help="robustness page: studies to select (default: the app's)")
+    parser.add_argument("--width", type=int, default=1400, help="viewport width (px)")
+    parser.add_argument("--height", type=int, default=1000,
+                        help="viewport height (px): Streamlit scrolls inside the page, so this is what is captured")
     args = parser.parse_args(argv)
-    names = screenshot_robustness(args.store, args.out, args.studies)
+    names = screenshot_page(args.store, args.out, args.page, args.studies, width=args.width, height=args.height)
     print(f"wrote {args.out}: {', '.join(names)}")
     return 0
 

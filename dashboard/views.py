@@ -25,15 +25,17 @@ from plotly.subplots import make_subplots
 
 from affectune.metrics import METRICS, PRIMARY_METRIC, metric_direction, metric_info, pareto_front
 from affectune.missing import CONDITION_ORDER, SUBSET_ORDER, format_subset
-from affectune.store import TRIAL_STATUSES, open_store
+from affectune.store import (COMPARISON_COLUMNS, COMPARISON_CURVE_COLUMNS, COMPARISON_RUN_COLUMNS,
+                             COMPARISON_SIGNIFICANCE_COLUMNS, COMPARISON_TABLE_COLUMNS, TRIAL_STATUSES, open_store)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = REPO_ROOT / "results"
 """The store `make demo` writes (affectune.studies.cli defaults --storage to results/ under the repo)."""
 
 STORE_ENV = "AFFECTUNE_STORE"
-STORE_TABLES = ("studies", "trials", "curves", "summary")
-"""The store's table directories under its root."""
+STORE_TABLES = ("studies", "trials", "curves", "summary", "comparisons", "comparison_runs", "comparison_curves",
+                "comparison_tables", "comparison_significance")
+"""The store's table directories under its root (a study's four, then a comparison's five)."""
 
 def subset_display(label: str) -> str:
     """Store label ("ta") -> set notation ("{t,a}") by `affectune.missing.format_subset`; a label
@@ -102,6 +104,37 @@ def change_token(root: str) -> str:
 
 
 @dataclass(frozen=True)
+class Comparisons:
+    """The store's method comparisons (affectune.compare), one frame per comparison table."""
+
+    info: pd.DataFrame
+    """StudyStore.comparisons(): one row per comparison."""
+    runs: pd.DataFrame
+    """StudyStore.comparison_runs(): one row per (comparison, method, train seed)."""
+    curves: pd.DataFrame
+    """StudyStore.comparison_curves(): the robustness grid of every run."""
+    tables: pd.DataFrame
+    """StudyStore.comparison_tables(): the cells of DQF's Table 2 ("auilc") and UMDF's Table 1 ("inter")."""
+    significance: pd.DataFrame
+    """StudyStore.comparison_significance(): each method against the best on the headline column."""
+
+    @classmethod
+    def empty(cls) -> "Comparisons":
+        return cls(*(pd.DataFrame(columns=list(c)) for c in (
+            COMPARISON_COLUMNS, COMPARISON_RUN_COLUMNS, COMPARISON_CURVE_COLUMNS, COMPARISON_TABLE_COLUMNS,
+            COMPARISON_SIGNIFICANCE_COLUMNS)))
+
+    @classmethod
+    def read(cls, store) -> "Comparisons":
+        return cls(store.comparisons(), store.comparison_runs(), store.comparison_curves(),
+                   store.comparison_tables(), store.comparison_significance())
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(set(self.info["comparison"].dropna().astype(str))) if not self.info.empty else []
+
+
+@dataclass(frozen=True)
 class StoreSnapshot:
     """Everything the dashboard shows, read once from one store root."""
 
@@ -115,6 +148,8 @@ class StoreSnapshot:
     """StudyStore.curves()."""
     summary: pd.DataFrame
     """StudyStore.summary()."""
+    comparisons: Comparisons = field(default_factory=lambda: Comparisons.empty())
+    """The method comparisons (StudyStore.comparisons() and their four tables)."""
     problems: tuple[tuple[str, str], ...] = field(default=())
     """(path, message) for every file the store skipped, plus dashboard-level inconsistencies."""
     exists: bool = True
@@ -133,10 +168,11 @@ class StoreSnapshot:
 
 
 def load_snapshot(root: str, token: str = "") -> StoreSnapshot:
-    """Read the four tables of the store at `root` (read-only); `token` is recorded as given."""
+    """Read the study and comparison tables of the store at `root` (read-only); `token` is recorded as given."""
     exists = "://" in root or Path(root).expanduser().exists()
     store = open_store(root)
     studies, trials, curves, summary = store.studies(), store.trials(), store.curves(), store.summary()
+    comparisons = Comparisons.read(store)
     problems = list(store.problems)
     known = set(studies["study"].dropna().astype(str))
     for name in sorted(set(trials["study"].dropna().astype(str)) - known):
@@ -144,7 +180,7 @@ def load_snapshot(root: str, token: str = "") -> StoreSnapshot:
                          f"study {name!r} has trials but no readable study record; "
                          "method and dataset are taken from its trials"))
     return StoreSnapshot(root=root, studies=studies, trials=trials, curves=curves, summary=summary,
-                         problems=tuple(problems), exists=exists, token=token)
+                         comparisons=comparisons, problems=tuple(problems), exists=exists, token=token)
 
 
 def _json_loads(text: Any, default: Any) -> Any:
@@ -334,10 +370,13 @@ def default_curve_selection(choices: Mapping[str, list]) -> dict[str, Any]:
     return pick
 
 
-def subset_curves_title(metric: str, subset: str, pattern: str, fill: str) -> str:
+def subset_curves_title(metric: str, subset: str, pattern: str, fill: str, two_lines: bool = False) -> str:
+    """"MAE vs missing rate, missing {t,a,v} (random, zero; lower is better)"; `two_lines` puts the
+    parenthesis on a smaller second line (for figures that stand side by side)."""
     direction = "lower is better" if direction_of(metric) == "min" else "higher is better"
-    return (f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)} "
-            f"({pattern}, {fill}; {direction})")
+    head = f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)}"
+    return f"{head}<br><sup>{pattern} pattern, {fill} fill; {direction}</sup>" if two_lines else \
+        f"{head} ({pattern}, {fill}; {direction})"
 
 
 def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metric: str,
@@ -407,17 +446,19 @@ def _add_study_traces(fig: go.Figure, part: pd.DataFrame, color: str, label: str
 
 
 def _study_label(rec: Mapping[str, Any]) -> str:
-    return f"{rec['label']} ({rec['method']})"
+    """"study (method)"; a comparison's line is labelled by its method alone."""
+    return rec["label"] if rec["label"] == rec["method"] else f"{rec['label']} ({rec['method']})"
 
 
-def curves_figure(agg: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
+def curves_figure(agg: pd.DataFrame, metric: str, title: str = "", colors: Mapping[str, str] | None = None) -> go.Figure:
     """Metric vs missing rate, one line (mean) and band (± std over seeds) per study.
 
     Studies on different datasets (fingerprints) are drawn in separate panels, one per dataset.
+    `colors` (label -> colour) keeps one colour per line across figures.
     """
     keys = sorted(agg["dataset_key"].unique()) if not agg.empty else []
     fig = make_subplots(rows=1, cols=max(len(keys), 1), subplot_titles=keys or None, shared_yaxes=False)
-    colors = _study_colors(agg["label"].unique() if not agg.empty else [])
+    colors = colors or _study_colors(agg["label"].unique() if not agg.empty else [])
     for c, key in enumerate(keys, start=1):
         part = agg[agg["dataset_key"] == key]
         for label, sub in part.groupby("label", sort=True):
@@ -425,7 +466,8 @@ def curves_figure(agg: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
     fig.update_xaxes(title_text="missing rate", range=[-0.02, 1.02], dtick=0.1)
     fig.update_yaxes(title_text=metric_label(metric), col=1)
     fig.update_layout(title=title or f"{metric_label(metric)} vs missing rate", template="plotly_white",
-                      legend={"orientation": "h", "y": -0.2}, height=460, margin={"t": 70})
+                      legend={"orientation": "h", "y": -0.2}, height=460,
+                      margin={"t": 100 if "<br>" in title else 70})  # a two-line title clears the panel titles
     return fig
 
 
@@ -504,15 +546,8 @@ def best_cells(table: pd.DataFrame, value_columns: Sequence[str], direction: str
 
 def style_best(table: pd.DataFrame, value_columns: Sequence[str], direction: str):
     """A pandas Styler: 4 decimals, best per column (per dataset) bold on a green background."""
-    marks = best_cells(table, value_columns, direction)
-
-    def _css(frame: pd.DataFrame) -> pd.DataFrame:
-        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
-        for i, column in marks:
-            css.loc[i, column] = "font-weight: bold; background-color: #c7e9c0"
-        return css
-
-    return table.style.apply(_css, axis=None).format("{:.4f}", subset=list(value_columns), na_rep="—")
+    return style_marks(table, best_cells(table, value_columns, direction)).format(
+        "{:.4f}", subset=list(value_columns), na_rep="—")
 
 
 def auilc_heatmap(table: pd.DataFrame, metric: str) -> go.Figure:
@@ -782,6 +817,240 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) ->
     return fig, usable[[c for c in columns if c in usable]].reset_index(drop=True)
 
 
+# ----------------------------------------------------------------------------- method comparisons
+
+
+HEADLINE_SUBSET = "tav"
+"""Robustness in the Pareto plot: AUILC with every modality subject to missingness ({t,a,v}),
+the headline column of affectune.compare (its significance tests are on it too)."""
+
+
+def comparison_info(comps: Comparisons) -> pd.DataFrame:
+    """One row per comparison, newest first: comparison, dataset, fingerprint, dataset_key, task,
+    primary_metric, methods (list, the tables' row order), n_seeds, created."""
+    columns = ["comparison", "dataset", "fingerprint", "dataset_key", "task", "primary_metric", "methods",
+               "n_seeds", "created"]
+    if comps.info.empty:
+        return pd.DataFrame(columns=columns)
+    info = comps.info.copy()
+    info["methods"] = [list(_json_loads(m, []) or []) for m in info["methods"]]
+    info["n_seeds"] = [len(_json_loads(t, []) or []) for t in info["train_seeds"]]
+    info["dataset_key"] = [dataset_key(d, f) for d, f in zip(info["dataset"], info["fingerprint"])]
+    return info.sort_values("created", ascending=False, ignore_index=True)[columns]
+
+
+def default_comparisons(info: pd.DataFrame) -> list[str]:
+    """The newest comparison of each dataset (name and fingerprint), in dataset order."""
+    return info.drop_duplicates("dataset_key").sort_values("dataset_key")["comparison"].tolist()
+
+
+def comparison_curves_agg(comps: Comparisons, names: Sequence[str], *, metric: str | None, pattern: str,
+                          fill: str, split: str = "test", subset: str = HEADLINE_SUBSET) -> pd.DataFrame:
+    """Mean and std over seeds (train x mask) per comparison, method and rate of one missing subset;
+    `metric` None: each comparison's primary metric.
+
+    Columns as `aggregate_curves` (so `curves_figure` draws it) plus comparison and metric: label = the
+    method; dataset_key = "<dataset [fingerprint]> · <comparison>", one panel per comparison.
+    """
+    curves, info = comps.curves, comparison_info(comps).set_index("comparison")
+    columns = ["comparison", "metric", "label", "method", "dataset_key", "subset", "rate", "mean", "std", "n"]
+    if curves.empty:
+        return pd.DataFrame(columns=columns)
+    wanted = {c: metric or info.loc[c, "primary_metric"] for c in names if c in info.index}
+    frame = curves[[wanted.get(c) == m for c, m in zip(curves["comparison"], curves["metric"])]]
+    frame = frame[(frame["condition"] == "intra") & (frame["pattern"] == pattern) & (frame["fill"] == fill)
+                  & (frame["split"] == split) & (frame["subset"] == subset)]
+    grouped = (frame.assign(value=pd.to_numeric(frame["value"], errors="coerce"))
+               .groupby(["comparison", "metric", "method", "subset", "rate"], sort=True)["value"]
+               .agg(mean="mean", std="std", n="count").reset_index())
+    grouped["std"] = grouped["std"].fillna(0.0)
+    grouped["dataset_key"] = [f"{info.loc[c, 'dataset_key']} · {c}" for c in grouped["comparison"]]
+    return grouped.assign(label=grouped["method"])[columns]
+
+
+def comparison_curve_figures(comps: Comparisons, names: Sequence[str], *, metric: str | None, pattern: str,
+                             fill: str, split: str = "test",
+                             subset: str = HEADLINE_SUBSET) -> list[tuple[str, pd.DataFrame, go.Figure]]:
+    """(metric, points, figure) per metric drawn (`metric` None: each comparison's primary one, so a
+    regression and a classification comparison get a figure each); a panel per comparison."""
+    agg = comparison_curves_agg(comps, names, metric=metric, pattern=pattern, fill=fill, split=split, subset=subset)
+    colors = method_colors(comps, names)
+    return [(m, part, curves_figure(part, m, title=subset_curves_title(m, subset, pattern, fill, two_lines=True),
+                                    colors=colors))
+            for m, part in agg.groupby("metric", sort=False)]
+
+
+def method_colors(comps: Comparisons, names: Sequence[str]) -> dict[str, str]:
+    """One colour per method across every figure of the comparisons `names`."""
+    info = comparison_info(comps)
+    return _study_colors(sorted({m for ms in info.loc[info["comparison"].isin(list(names)), "methods"] for m in ms}))
+
+
+def comparison_cells(comps: Comparisons, names: Sequence[str]) -> pd.DataFrame:
+    """The table cells of the comparisons (tidy: one row per table, split, method, subset, metric), each
+    method's significance row of that split joined on (the Methods page's CSV download)."""
+    cells = comps.tables[comps.tables["comparison"].isin(list(names))].drop(columns="schema_version", errors="ignore")
+    sig = comps.significance.drop(columns=["schema_version", "table", "subset", "metric"], errors="ignore")
+    sig = sig.rename(columns={c: f"sig_{c}" for c in sig.columns if c not in ("comparison", "split", "method")})
+    return cells.merge(sig, on=["comparison", "split", "method"], how="left")
+
+
+def p_stars(p: float) -> str:
+    """*** p < 0.001, ** p < 0.01, * p < 0.05, else nothing (NaN: nothing)."""
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 0.05 else ""
+
+
+def _p_text(p: float) -> str:
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    return ("<0.001" if p < 1e-3 else f"{p:.3f}") + (" " + p_stars(p) if p_stars(p) else "")
+
+
+SIGNIFICANCE_COLUMNS = ("Δ vs best", "p seeds", "d_z", "p samples", "95% CI of Δ")
+"""The significance columns the Methods page adds to the AUILC table: the difference to the best, the
+paired test over train seeds (p, effect size), the paired bootstrap over test samples (p, interval)."""
+
+
+def _significance_row(sig: Mapping[str, Any]) -> list[str]:
+    if sig["method"] == sig["reference"]:
+        return ["best", "", "", "", ""]
+    return [f"{sig['diff']:+.3f}", _p_text(sig["seed_p"]), f"{sig['seed_effect']:+.2f}",
+            _p_text(sig["bootstrap_p"]), f"[{sig['bootstrap_ci_low']:+.3f}, {sig['bootstrap_ci_high']:+.3f}]"]
+
+
+def comparison_table(comps: Comparisons, name: str, table: str, split: str,
+                     metrics: Sequence[str]) -> tuple[pd.DataFrame, set[tuple[int, str]]]:
+    """One comparison table for display: a row per method (the comparison's order), a "mean ± std"
+    column (3 decimals, as affectune.compare prints) per (subset, metric) in DQF's subset order ("auilc") or UMDF's condition order ("inter"),
+    and for "auilc" the significance of each method against the best. Returns the table and the
+    (row, column) cells the store marks best."""
+    cells = comps.tables
+    cells = cells[(cells["comparison"] == name) & (cells["table"] == table) & (cells["split"] == split)
+                  & cells["metric"].isin(list(metrics))] if not cells.empty else cells
+    if cells.empty:
+        return pd.DataFrame(columns=["method"]), set()
+    order = comparison_info(comps).set_index("comparison").loc[name, "methods"]
+    methods = [m for m in order if m in set(cells["method"])] + sorted(set(cells["method"]) - set(order))
+    subsets = SUBSET_ORDER if table == "auilc" else CONDITION_ORDER
+    present = set(zip(cells["subset"], cells["metric"]))
+    columns = [(s, m) for s in subsets for m in metrics if (s, m) in present]
+    by_cell = cells.set_index(["method", "subset", "metric"])
+    out = pd.DataFrame({"method": methods})
+    marks: set[tuple[int, str]] = set()
+    for subset, metric in columns:
+        label = f"{subset_display(subset)} {metric_label(metric)}"
+        texts = []
+        for i, method in enumerate(methods):
+            cell = by_cell.loc[(method, subset, metric)] if (method, subset, metric) in by_cell.index else None
+            texts.append("—" if cell is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+                         if pd.notna(cell["std"]) else f"{cell['mean']:.3f}")
+            if cell is not None and bool(cell["best"]):
+                marks.add((i, label))
+        out[label] = texts
+    sig = comps.significance
+    sig = sig[(sig["comparison"] == name) & (sig["split"] == split)] if not sig.empty else sig
+    if table == "auilc" and not sig.empty:
+        rows = {r["method"]: _significance_row(r) for r in sig.to_dict("records")}
+        for k, column in enumerate(SIGNIFICANCE_COLUMNS):
+            out[column] = [rows[m][k] if m in rows else "" for m in methods]
+    return out, marks
+
+
+def comparison_significance_note(comps: Comparisons, name: str, split: str) -> str:
+    """What the significance columns test (headline column, reference, tests), from the store's rows."""
+    sig = comps.significance
+    sig = sig[(sig["comparison"] == name) & (sig["split"] == split)] if not sig.empty else sig
+    if sig.empty:
+        return ""
+    row = sig.iloc[0]
+    return (f"Δ: AUILC {subset_display(row['subset'])} {metric_label(row['metric'])} of each method minus the "
+            f"best's ({row['reference']}). p seeds: {row['seed_test']} test over the train seeds, d_z its effect "
+            f"size (Cohen's); p samples: paired bootstrap over the test samples, {int(row['n_boot'])} resamples, "
+            f"with the 95% interval of Δ. * p < 0.05, ** p < 0.01, *** p < 0.001.")
+
+
+def style_marks(table: pd.DataFrame, marks: set[tuple[int, str]]):
+    """A pandas Styler with the `marks` cells ((row index, column)) bold on a green background."""
+    def _css(frame: pd.DataFrame) -> pd.DataFrame:
+        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
+        for i, column in marks:
+            css.loc[i, column] = "font-weight: bold; background-color: #c7e9c0"
+        return css
+
+    return table.style.apply(_css, axis=None)
+
+
+def comparison_pareto(comps: Comparisons, name: str, split: str = "test") -> pd.DataFrame:
+    """Per method: robustness (AUILC {t,a,v} of the primary metric), the complete-input score (the
+    primary metric at missing rate 0), each mean ± std over train seeds, the parameter count, and
+    whether it is on the Pareto front of the three (affectune.metrics.pareto_front; fewer
+    parameters are better)."""
+    columns = ["method", "robustness", "robustness_std", "complete", "complete_std", "num_parameters", "on_front"]
+    info = comparison_info(comps).set_index("comparison")
+    if name not in info.index or comps.curves.empty:
+        return pd.DataFrame(columns=columns)
+    metric = info.loc[name, "primary_metric"]
+    cells = comps.tables
+    robust = cells[(cells["comparison"] == name) & (cells["table"] == "auilc") & (cells["split"] == split)
+                   & (cells["subset"] == HEADLINE_SUBSET) & (cells["metric"] == metric)].set_index("method")
+    curves = comps.curves
+    complete = curves[(curves["comparison"] == name) & (curves["condition"] == "intra") & (curves["rate"] == 0.0)
+                      & (curves["metric"] == metric) & (curves["split"] == split)]
+    per_seed = complete.groupby(["method", "train_seed"])["value"].mean().groupby("method")
+    runs = comps.runs[comps.runs["comparison"] == name] if not comps.runs.empty else comps.runs
+    params = pd.to_numeric(runs["num_parameters"], errors="coerce").groupby(runs["method"]).median() \
+        if not runs.empty else pd.Series(dtype=float)
+    methods = [m for m in info.loc[name, "methods"] if m in robust.index and m in per_seed.groups]
+    points = pd.DataFrame({"method": methods,
+                           "robustness": [float(robust.loc[m, "mean"]) for m in methods],
+                           "robustness_std": [float(robust.loc[m, "std"]) for m in methods],
+                           "complete": [float(per_seed.get_group(m).mean()) for m in methods],
+                           "complete_std": [float(per_seed.get_group(m).std(ddof=1)) for m in methods],
+                           "num_parameters": [float(params.get(m, np.nan)) for m in methods]})
+    usable = points[["robustness", "complete", "num_parameters"]].notna().all(axis=1)
+    points["on_front"] = False
+    if usable.any():
+        direction = direction_of(metric)
+        points.loc[usable, "on_front"] = pareto_front(
+            points.loc[usable, ["robustness", "complete", "num_parameters"]].to_numpy(float),
+            [direction, direction, "min"])
+    return points[columns]
+
+
+def comparison_pareto_figure(points: pd.DataFrame, metric: str, title: str = "",
+                             colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Two panels sharing the robustness axis: against the complete-input score and against the
+    parameter count (log); error bars ± std over train seeds; the Pareto front of all three marked."""
+    better = "lower is better" if direction_of(metric) == "min" else "higher is better"
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=(f"vs complete-input {metric_label(metric)}", "vs parameter count"))
+    colors = colors or _study_colors(points["method"].tolist())
+    for rec in points.to_dict("records"):
+        symbol = "star" if rec["on_front"] else "circle"
+        name = rec["method"] + (" (Pareto front)" if rec["on_front"] else "")
+        hover = (f"{rec['method']}<br>AUILC {{t,a,v}} %{{y:.4f}}<br>complete {rec['complete']:.4f}"
+                 f"<br>{rec['num_parameters']:,.0f} parameters<extra></extra>")
+        common = {"mode": "markers+text", "text": [rec["method"]], "textposition": "top center",
+                  "marker": {"size": 14 if rec["on_front"] else 10, "symbol": symbol, "color": colors[rec["method"]]},
+                  "error_y": {"type": "data", "array": [rec["robustness_std"]], "visible": True},
+                  "legendgroup": rec["method"], "hovertemplate": hover}
+        fig.add_trace(go.Scatter(x=[rec["complete"]], y=[rec["robustness"]], name=name, meta="point",
+                                 error_x={"type": "data", "array": [rec["complete_std"]], "visible": True},
+                                 **common), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[rec["num_parameters"]], y=[rec["robustness"]], name=name, showlegend=False,
+                                 **common), row=1, col=2)
+    fig.update_xaxes(title_text=f"{metric_label(metric)}, complete inputs ({better})", row=1, col=1)
+    fig.update_xaxes(title_text="parameters", type="log", row=1, col=2)
+    fig.update_yaxes(title_text=f"AUILC {{t,a,v}} of {metric_label(metric)} ({better})", col=1)
+    fig.update_layout(title=title or ("Robustness vs complete-input score vs parameter count"
+                                      f"<br><sup>{better}, fewer parameters are better; stars: the Pareto front of "
+                                      "the three; bars: ± std over train seeds</sup>"),
+                      template="plotly_white", height=460, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 # ----------------------------------------------------------------------------- downloads
 
 
@@ -867,7 +1136,7 @@ def download_item(table_name: str, table: pd.DataFrame | None, figure: go.Figure
 def default_downloads(snap: StoreSnapshot) -> dict[str, dict]:
     """Each page's table and figure in its initial selection, computed from the store alone, so the
     Downloads page offers them without the other pages having run (page title -> download_item)."""
-    out = {"Studies overview": download_item("studies", studies_overview(snap), None)}
+    out = {} if snap.is_empty else {"Studies overview": download_item("studies", studies_overview(snap), None)}
     studies, default, _ = curve_study_options(snap)
     if default:
         pick = default_curve_selection(curve_choices(snap.curves[snap.curves["study"].isin(default)]))
@@ -887,12 +1156,25 @@ def default_downloads(snap: StoreSnapshot) -> dict[str, dict]:
                             **pick)
         if not table.empty:
             out["AUILC tables"] = download_item("auilc", table, auilc_heatmap(table, pick["metric"]))
+    comparisons = default_comparisons(comparison_info(snap.comparisons))
+    if comparisons:
+        out.update(default_methods_downloads(snap.comparisons, comparisons))
     names = snap.study_names()
     if names:
         frame = trial_frame(snap.trials, names[0])
         objective = study_info(snap).set_index("study").loc[names[0], "objective"]
         out["Trial explorer"] = download_item(f"trials_{names[0]}",
                                               trial_table(frame, objective_columns(frame, objective)), None)
+    return out
+
+
+def default_methods_downloads(comps: Comparisons, names: Sequence[str]) -> dict[str, dict]:
+    """The Methods page's initial view: the table cells of `names`, the curves of each primary metric."""
+    out = {"Methods: tables": download_item("method_comparison", comparison_cells(comps, names), None)}
+    pick = default_curve_selection(curve_choices(comps.curves[comps.curves["comparison"].isin(list(names))]))
+    if pick["subset"] is not None:
+        for metric, agg, fig in comparison_curve_figures(comps, names, **{**pick, "metric": None}):
+            out[f"Methods: curves {metric_label(metric)}"] = download_item(f"method_curves_{metric}", agg, fig)
     return out
 
 

@@ -94,3 +94,82 @@ def test_weighted_metric_equals_the_metric_on_the_resampled_arrays(task, metric)
     want = [compute_metrics(task, y[row], pred[row], num_classes=4 if task == "classification" else None)[metric]
             for row in index]
     assert got == pytest.approx(want, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- tables
+def _grid(method: str, seed: int, mae_at: dict[float, float], inter_mae: float) -> pd.DataFrame:
+    """Curves of one run: the {t,a,v} MAE curve at the given rates, and one inter condition."""
+    rows = [("test", "intra", "tav", r, 0, "random", "zero", "mae", v) for r, v in mae_at.items()]
+    rows.append(("test", "inter", "t", math.nan, 0, "random", "zero", "mae", inter_mae))
+    frame = pd.DataFrame(rows, columns=["split", "condition", "subset", "rate", "seed", "pattern", "fill",
+                                        "metric", "value"])
+    return frame.assign(method=method, train_seed=seed)
+
+
+def _comparison():
+    """Two methods x two seeds; a is better (lower MAE) on every seed; hand-computable cells."""
+    from affectune.compare import build_significance, build_tables, per_run_values
+
+    curves = pd.concat([_grid("a", 0, {0.0: 0.2, 0.5: 0.4}, 0.5), _grid("a", 1, {0.0: 0.4, 0.5: 0.6}, 0.7),
+                        _grid("b", 0, {0.0: 1.2, 0.5: 1.4}, 0.6), _grid("b", 1, {0.0: 1.4, 0.5: 1.6}, 0.6)])
+    values = per_run_values(curves, "regression")
+    y = np.zeros(3)  # a predicts perfectly, b is off by 1 on every sample: every resample differs by 1
+    headline = {(m, s): {"test": (y, {0.0: y[:, None] + (m == "b"), 0.5: y[:, None] + (m == "b")})}
+                for m in ("a", "b") for s in (0, 1)}
+    return build_tables(values), build_significance(values, headline, "regression", 100, 0)
+
+
+def test_tables_mean_std_best_and_significance_against_the_best():
+    tables, significance = _comparison()
+    auilc = tables[tables["table"] == "auilc"].set_index("method")
+    # AUILC of a two-point curve = the mean of its ends: a 0.3 and 0.5 (mean 0.4), b 1.3 and 1.5 (1.4).
+    assert auilc.loc["a", "mean"] == pytest.approx(0.4) and auilc.loc["a", "std"] == pytest.approx(math.sqrt(0.02))
+    assert auilc.loc["b", "mean"] == pytest.approx(1.4) and auilc["best"].to_dict() == {"a": True, "b": False}
+    inter = tables[tables["table"] == "inter"].set_index("method")
+    assert inter.loc["a", "mean"] == pytest.approx(0.6) and inter["best"].to_dict() == {"a": True, "b": True}
+    sig = significance.set_index("method")
+    assert (sig["reference"] == "a").all() and math.isnan(sig.loc["a", "seed_p"])
+    assert sig.loc["b", "diff"] == pytest.approx(1.0) and sig.loc["b", "seed_p"] < 1e-9  # equal differences
+    assert sig.loc["b", "bootstrap_p"] == 0.0
+    assert (sig.loc["b", "bootstrap_ci_low"], sig.loc["b", "bootstrap_ci_high"]) == pytest.approx((1.0, 1.0))
+
+
+def test_exports_mark_the_best_and_write_booktabs(tmp_path):
+    from affectune.compare import export, render, wide_table
+
+    tables, significance = _comparison()
+    md = render(tables, significance, "auilc", "test")
+    assert "| a | **0.400 ± 0.141** | best |" in md and "| b | 1.400 ± 0.141 | +1.000 |" in md
+    tex = render(tables, significance, "auilc", "test", style="latex")
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{0.400 $\\pm$ 0.141}" in tex
+    assert "\\multicolumn{1}{c}{$\\{t,a,v\\}$}" in tex
+    wide = wide_table(tables, significance, "inter", "test")
+    assert wide.set_index("method").loc["b", "t mae mean"] == pytest.approx(0.6)
+    paths = export(tables, significance, str(tmp_path), "cmp")
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(
+        ["cmp.md", "cmp-auilc-test.csv", "cmp-auilc-test.tex", "cmp-inter-test.csv", "cmp-inter-test.tex"])
+    assert pd.read_csv(tmp_path / "cmp-auilc-test.csv").set_index("method").loc["b", "bootstrap_p"] == 0.0
+
+
+def test_configs_come_from_a_study_a_preset_or_the_defaults_with_lineage(tmp_path):
+    from affectune.compare import resolve_configs
+    from affectune.models import model_class
+
+    store = open_store(str(tmp_path))
+    store.write_study({"study": "dqf-search", "method": "dqf", "dataset": "synthetic:mosi", "fingerprint": "f",
+                       "objective": [{"metric": "objective", "mode": "min"}]})
+    lineage = {"method": "dqf", "dataset": "synthetic:mosi", "fingerprint": "f", "code_version": "c"}
+    for trial, objective, lr in (("t1", 0.9, 0.1), ("t2", 0.5, 0.2)):
+        store.write_trial("dqf-search", {"trial_id": trial, "status": "completed", "seed": 0, **lineage,
+                                         "config": {"lr": lr, "seed": 0, "model": "dqf", "dataset": "x"},
+                                         "best_objective": objective, "objective": objective})
+    said = []
+    configs, sources = resolve_configs(["dqf", "umdf", "late_fusion"], "synthetic:iemocap", store=store,
+                                       from_studies=["dqf-search"], log=said.append)
+    assert configs["dqf"] == {"lr": 0.2} and sources["dqf"]["trial_id"] == "t2"  # the lower objective
+    assert configs["umdf"] == model_class("umdf").preset("paper", "synthetic:iemocap")
+    assert sources["umdf"] == {"source": "preset", "preset": "paper"}
+    assert configs["late_fusion"] == model_class("late_fusion").study_defaults
+    assert sources["late_fusion"] == {"source": "defaults"} and any("late_fusion: no usable" in s for s in said)
+    with pytest.raises(ValueError, match="not among"):
+        resolve_configs(["umdf"], "synthetic:mosi", store=store, from_studies=["dqf-search"], log=said.append)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from affectune.metrics import auilc
-from affectune.missing import INTER_CONDITIONS, RATES, SUBSETS, subset_label
+from affectune.missing import INTER_CONDITIONS, RATES, SUBSET_ORDER, SUBSETS, subset_label
 from affectune.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,8 +103,65 @@ def _trial(i: int, status: str, mae: float, *, selected=False, pareto=False, val
     return row
 
 
+COMPARISONS = {  # name: (dataset, task, {method: (offset, parameters)}, train seeds, created)
+    "cmp_mosi": (DATASET_A, "regression", {"dqf": (0.0, 5000), "umdf": (0.03, 20000), "late_fusion": (0.06, 1000)},
+                 (0, 1, 2), "2026-01-02"),
+    "cmp_mosi_old": (DATASET_A, "regression", {"dqf": (0.1, 5000), "umdf": (0.0, 20000)}, (0, 1), "2026-01-01"),
+    "cmp_iemocap": (DATASET_B, "classification", {"dqf": (0.02, 5000), "mult": (0.0, 9000)}, (0, 1), "2026-01-01"),
+}
+"""Fixture comparisons: on A, cmp_mosi is newer than cmp_mosi_old (the Methods page's default)."""
+
+
+COMPARISON_METRICS = {"regression": ("mae", "non0_acc2"), "classification": ("wf1", "war")}
+
+
+def comparison_grid(task: str, offset: float, train_seed: int) -> pd.DataFrame:
+    """One run's robustness grid (mask seed 0): the intra curves of `curve_value` and, per available-
+    modality condition k, the value 0.5 + offset + 0.01 k + 0.001 train_seed."""
+    rows = [{"condition": "intra", "subset": subset_label(s), "rate": r, "metric": m,
+             "value": curve_value(offset, m, subset_label(s), r, train_seed, 0)}
+            for m in COMPARISON_METRICS[task] for s in SUBSETS for r in RATES if not (len(s) == 3 and r == 1.0)]
+    rows += [{"condition": "inter", "subset": subset_label(available), "rate": 1.0, "metric": m,
+              "value": 0.5 + offset + 0.01 * k + 0.001 * train_seed}
+             for m in COMPARISON_METRICS[task] for k, available in enumerate(INTER_CONDITIONS)]
+    return pd.DataFrame(rows).assign(split="test", seed=0, pattern="random", fill="zero")
+
+
+def write_comparison(store, name: str) -> None:
+    """A comparison as affectune.compare writes it: runs with their grids, then its tables (built by
+    affectune.compare from the grids) and hand-set significance rows against the best method."""
+    from affectune.compare import build_tables, per_run_values
+
+    dataset, task, methods, seeds, created = COMPARISONS[name]
+    primary = COMPARISON_METRICS[task][0]
+    store.write_comparison({"comparison": name, "dataset": dataset[0], "fingerprint": dataset[1], "task": task,
+                            "primary_metric": primary, "methods": list(methods), "train_seeds": list(seeds),
+                            "mask_seeds": [0], "splits": ["test"], "created": created,
+                            "sources": {m: {"source": "preset", "preset": "paper"} for m in methods}})
+    grids = []
+    for method, (offset, parameters) in methods.items():
+        for ts in seeds:
+            grid = comparison_grid(task, offset, ts)
+            store.write_comparison_run(name, {"method": method, "train_seed": ts, "config": {"model": method},
+                                              "source": "preset", "dataset": dataset[0], "fingerprint": dataset[1],
+                                              "num_parameters": parameters}, grid)
+            grids.append(grid.assign(method=method, train_seed=ts))
+    cells = build_tables(per_run_values(pd.concat(grids, ignore_index=True), task))
+    reference = min(methods, key=lambda m: methods[m][0])  # the smallest offset is the best
+    sig = pd.DataFrame([{"split": "test", "method": m, "reference": reference, "table": "auilc", "subset": "tav",
+                         "metric": primary, "diff": methods[m][0] - methods[reference][0], "seed_test": "paired t",
+                         "seed_p": np.nan if m == reference else 0.0004 * (1 + k * 100),
+                         "seed_effect": np.nan if m == reference else 3.0 - k,
+                         "n_seeds": len(seeds), "bootstrap_p": np.nan if m == reference else 0.03 * k,
+                         "bootstrap_ci_low": np.nan if m == reference else 0.01,
+                         "bootstrap_ci_high": np.nan if m == reference else 0.05, "n_boot": 200}
+                        for k, m in enumerate(methods)])
+    store.write_comparison_tables(name, cells, sig)
+
+
 def build_store(root: Path) -> Path:
-    """Three studies on dataset A (dqf, cider, multi-objective umdf), one on B, one failed-only."""
+    """Three studies on dataset A (dqf, cider, multi-objective umdf), one on B, one failed-only; the
+    method comparisons of COMPARISONS."""
     store = open_store(str(root))
     single = [{"metric": "val_mae", "mode": "min"}]
     dqf = [_trial(i, "completed" if i < 5 else "stopped", mae, selected=(i == 2))
@@ -126,6 +183,8 @@ def build_store(root: Path) -> Path:
                 metrics=("mae", "war"), offset=0.1, patterns=("random",), inter=False)
     failed = [{**_trial(i, "failed", float("nan")), "error": f"ValueError: bad config {i}"} for i in range(2)]
     write_study(store, "broken_study", "mculora", DATASET_A, single, trials=failed, metrics=(), offset=0.0)
+    for name in COMPARISONS:
+        write_comparison(store, name)
     return root
 
 
@@ -135,13 +194,21 @@ def store_root(tmp_path_factory) -> Path:
 
 
 PAGE_SCRIPTS = {"Studies overview": "overview.py", "Robustness curves": "robustness.py", "AUILC tables": "auilc.py",
-                "Trial explorer": "trials.py", "Downloads": "downloads.py"}
+                "Methods": "methods.py", "Trial explorer": "trials.py", "Downloads": "downloads.py"}
 """Page title -> its script in dashboard/app_pages/ (app.PAGES)."""
 
 
 def goto(at, page: str):
     """Open another page of the multipage app, as following its navigation link does."""
     at.switch_page(f"app_pages/{PAGE_SCRIPTS[page]}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_first(root: Path | str, monkeypatch, page: str):
+    """A new session that opens `page` by its URL first: no other page has run."""
+    monkeypatch.setenv("AFFECTUNE_STORE", str(root))
+    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page(f"app_pages/{PAGE_SCRIPTS[page]}").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -403,23 +470,22 @@ def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
 
 
 def test_downloads_page_works_on_its_own_and_follows_the_pages(store_root, monkeypatch):
-    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
     # opened first, by its URL: every page's initial table and figure, computed from the store alone
-    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/downloads.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_first(store_root, monkeypatch, "Downloads")
     assert at.header[0].value == "Downloads"
     assert [s.value for s in at.subheader] == ["Studies overview", "Robustness curves", "AUILC tables",
+                                               "Methods: tables", "Methods: curves WF1", "Methods: curves MAE",
                                                "Trial explorer"]
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels.count("Table (CSV)") == 4 and labels.count("Figure (HTML)") == 2  # curves + AUILC heatmap
+    assert labels.count("Table (CSV)") == 7 and labels.count("Figure (HTML)") == 4  # curves, heatmap, 2 methods'
     assert ("Figure (PNG)" in labels) == (views.chrome_for_png() is not None)
-    assert texts(at.caption).count("initial selection") == 4
+    assert texts(at.caption).count("initial selection") == 7
     # after choosing one study on the robustness page, Downloads offers that view instead
     goto(at, "Robustness curves")
     at.multiselect(key="curve_studies").set_value(["dqf_mosi"]).run()
     goto(at, "Downloads")
     assert texts(at.caption).count("as you last left it") == 1  # the robustness page; the others never ran
-    assert texts(at.caption).count("initial selection") == 3
+    assert texts(at.caption).count("initial selection") == 6
 
 
 def test_default_downloads_match_each_pages_initial_view(store_root):
@@ -436,6 +502,11 @@ def test_default_downloads_match_each_pages_initial_view(store_root):
     assert "missing {t,a,v} (random, zero; lower is better)" in figure["layout"]["title"]["text"]
     auilc = pd.read_csv(io.StringIO(items["AUILC tables"]["table_csv"]))
     assert sorted(auilc["study"]) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo", "umdf_mosi_mo"]
+    cells = pd.read_csv(io.StringIO(items["Methods: tables"]["table_csv"]))
+    assert sorted(set(cells["comparison"])) == ["cmp_iemocap", "cmp_mosi"]  # the newest of each dataset
+    assert cells.loc[cells["method"] == "umdf", "sig_seed_p"].round(4).unique().tolist() == [0.0404]
+    mae = pd.read_csv(io.StringIO(items["Methods: curves MAE"]["table_csv"]))
+    assert sorted(set(mae["method"])) == ["dqf", "late_fusion", "umdf"] and set(mae["subset"]) == {"tav"}
     trials = pd.read_csv(io.StringIO(items["Trial explorer"]["table_csv"]))
     assert items["Trial explorer"]["table_name"] == "trials_broken_study" and len(trials) == 2
 
@@ -461,6 +532,12 @@ def test_empty_and_missing_store(tmp_path, monkeypatch):
         assert any("holds no studies" in i and str(empty) in i for i in texts(at.info))
     at = run_app(tmp_path / "nowhere", monkeypatch)
     assert any("does not exist" in i for i in texts(at.info))
+    goto(at, "Methods")
+    assert any("No method comparisons in the store yet" in i for i in texts(at.info))
+    only = tmp_path / "comparisons_only"  # a comparison from presets has no study behind it
+    write_comparison(open_store(str(only)), "cmp_iemocap")
+    at = run_app(only, monkeypatch)
+    assert any("holds no studies" in i and "1 method comparison(s): see the Methods page" in i for i in texts(at.info))
 
 
 def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root, tmp_path, monkeypatch):
@@ -494,6 +571,69 @@ def test_split_selector_offers_the_splits_the_store_has():
     assert views.curve_choices(both[both["split"] == "test"])["split"] == ["test"]
 
 
+# ----------------------------------------------------------------------------- method comparisons
+
+
+def _tav_auilc(offset: float, metric: str, train_seed: int) -> float:
+    rates = [r for r in RATES if r < 1.0]
+    return auilc(rates, [curve_value(offset, metric, "tav", r, train_seed, 0) for r in rates])
+
+
+def test_methods_views_tables_marks_significance_and_pareto(store_root):
+    comps = views.load_snapshot(str(store_root)).comparisons
+    assert views.default_comparisons(views.comparison_info(comps)) == ["cmp_iemocap", "cmp_mosi"]  # newest per dataset
+    table, marks = views.comparison_table(comps, "cmp_mosi", "auilc", "test", ["mae"])
+    assert table["method"].tolist() == ["dqf", "umdf", "late_fusion"]  # the comparison's order
+    assert list(table.columns[1:8]) == [f"{views.subset_display(s)} MAE" for s in SUBSET_ORDER]
+    per_seed = [_tav_auilc(0.03, "mae", ts) for ts in (0, 1, 2)]
+    assert table.loc[1, "{t,a,v} MAE"] == f"{np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f}"
+    assert marks == {(0, c) for c in table.columns[1:8]}  # dqf (smallest MAE) is best in every column
+    assert table["Δ vs best"].tolist() == ["best", "+0.030", "+0.060"]
+    assert table["p seeds"].tolist() == ["", "0.040 *", "0.080"] and table["d_z"].tolist() == ["", "+2.00", "+1.00"]
+    assert table["p samples"].tolist() == ["", "0.030 *", "0.060"]
+    assert table["95% CI of Δ"].tolist() == ["", "[+0.010, +0.050]", "[+0.010, +0.050]"]
+    assert [views.p_stars(p) for p in (0.0009, 0.001, 0.0099, 0.049, 0.05, float("nan"))] == \
+        ["***", "**", "**", "*", "", ""]
+    inter, inter_marks = views.comparison_table(comps, "cmp_mosi", "inter", "test", ["mae"])
+    assert [c.split()[0] for c in inter.columns[1:]] == ["{t}", "{a}", "{v}", "{t,a}", "{t,v}", "{a,v}", "{t,a,v}"]
+    assert inter.loc[0, "{t} MAE"] == "0.501 ± 0.001" and "Δ vs best" not in inter
+    points = views.comparison_pareto(comps, "cmp_mosi")
+    # MAE is lower-better in both scores; late_fusion is the smallest: dqf and late_fusion are on the front
+    assert points["on_front"].tolist() == [True, False, True]
+    # complete input = rate 0: 0.7 + the train-seed noise averaged over seeds 0, 1, 2 + the mask-seed noise
+    assert points.loc[0, "complete"] == pytest.approx(0.7 + 0.01 * (1 - 0.5) + 0.005 * (0 - 0.5))
+    assert points.loc[0, "robustness"] == pytest.approx(np.mean([_tav_auilc(0.0, "mae", ts) for ts in (0, 1, 2)]))
+    assert points["num_parameters"].tolist() == [5000, 20000, 1000]
+
+
+def test_methods_page_opened_by_its_url(store_root, monkeypatch):
+    at = open_first(store_root, monkeypatch, "Methods")
+    assert at.header[0].value == "Methods"
+    assert at.multiselect(key="methods_comparisons").value == ["cmp_iemocap", "cmp_mosi"]
+    figs = {f["layout"]["title"]["text"].split(" vs ")[0]: f for f in charts(at)
+            if "missing rate" in f["layout"]["title"]["text"]}
+    assert sorted(figs) == ["MAE", "WF1"]  # each comparison with its primary metric
+    lines = mean_traces(figs["MAE"])
+    assert [t["name"] for t in lines] == ["dqf", "late_fusion", "umdf"]
+    assert {t.get("xaxis", "x") for t in lines} == {"x"}  # all methods of a dataset on one axis
+    dqf = next(t for t in lines if t["name"] == "dqf")
+    assert np.allclose(_decode(dqf["y"]), [np.mean([curve_value(0.0, "mae", "tav", r, ts, 0) for ts in (0, 1, 2)])
+                                           for r in RATES if r < 1.0])
+    styled = shown_table(at, "methods_auilc_cmp_mosi")
+    assert styled.value["method"].tolist() == ["dqf", "umdf", "late_fusion"]
+    assert "font-weight: bold" in styled.proto.arrow_data.styler.styles
+    assert any("paired t test" in c and "paired bootstrap over the test samples, 200 resamples" in c
+               for c in texts(at.caption))
+    pareto = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("Robustness vs")
+                  and any(t["name"].startswith("late_fusion") for t in f["data"]))
+    assert sorted(t["name"] for t in pareto["data"] if t.get("meta") == "point") == \
+        ["dqf (Pareto front)", "late_fusion (Pareto front)", "umdf"]
+    assert shown_table(at, "methods_pareto_table_cmp_mosi").value["on_front"].tolist() == [True, False, True]
+    at.selectbox(key="methods_metric").set_value("non0_acc2").run()  # a regression metric: the MOSI panel only
+    assert [f["layout"]["title"]["text"].split(" vs ")[0] for f in charts(at)
+            if "missing rate" in f["layout"]["title"]["text"]] == ["Acc2 (non0)"]
+
+
 # ----------------------------------------------------------------------------- search progress
 
 
@@ -513,4 +653,3 @@ def test_search_progress_orders_epochs_by_finish_time_and_marks_stopped_trials()
     stopped = [t for t in fig.data if t.name == "stopped early"]  # one per panel: epochs, wall time
     assert [list(t.x) for t in stopped] == [[2], [3.0]] and list(stopped[0].y) == [0.85]
     assert list(views.search_progress(frame, "best_val_mae", "max")["best"]) == [1.0, 1.0, 1.0, 1.0]
-

@@ -14,7 +14,7 @@ import screenshot  # noqa: E402
 from test_dashboard import build_store  # noqa: E402
 
 
-def test_robustness_page_in_headless_chromium(tmp_path):
+def test_robustness_and_methods_pages_in_headless_chromium(tmp_path):
     if screenshot.find_chromium() is None:
         pytest.fail("Chromium is not installed: the browser test needs Debian's `chromium` "
                     "(`make setup` installs it: apt-get install -y chromium).")
@@ -35,6 +35,12 @@ def test_robustness_page_in_headless_chromium(tmp_path):
             assert page.locator(".js-plotly-plot .scatterlayer .trace").count() == 4
             assert page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count() >= 2
             page.screenshot(path=str(shot), full_page=True)
+            # the Methods page by its own URL: both fixture datasets' newest comparisons, methods on one axis
+            screenshot.open_methods(page, url)
+            assert page.url.endswith("/methods")
+            assert sorted(screenshot.plotted_studies(page)) == ["dqf", "mult"]  # WF1 first: cmp_iemocap sorts first
+            mosi = page.locator(".st-key-methods_auilc_cmp_mosi, .st-key-methods_auilc_cmp_iemocap")
+            assert mosi.count() >= 1
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"

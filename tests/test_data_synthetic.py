@@ -186,32 +186,37 @@ def probe_corr(ds, modalities, rows=None) -> float:
 def test_text_probe_beats_chance_and_modalities_are_ordered_by_snr(mosi):
     ds, truth = mosi
     chance = max(binary(ds.splits["test"]).mean(), 1 - binary(ds.splits["test"]).mean())
-    assert probe_acc(ds, ["text"]) > chance + 0.15  # measured 0.76 vs 0.53
+    assert probe_acc(ds, ["text"]) > chance + 0.15  # measured 0.72 vs 0.51
     clean = ~truth["test"]["sarcastic"]
     corr = {m: probe_corr(ds, [m], clean) for m in MODALITIES}
-    assert corr["text"] > corr["audio"] + 0.15 > corr["vision"] + 0.2  # measured .80/.56/.46
+    assert corr["text"] > corr["audio"] + 0.15 > corr["vision"] + 0.2  # measured .78/.60/.51
 
 
 def test_audio_and_vision_improve_the_text_probe(mosi):
     ds, _ = mosi
-    assert probe_acc(ds, list(MODALITIES)) > probe_acc(ds, ["text"]) + 0.01  # .784 vs .761
-    assert probe_corr(ds, list(MODALITIES)) > probe_corr(ds, ["text"]) + 0.08  # .75 vs .62
+    assert probe_acc(ds, list(MODALITIES)) > probe_acc(ds, ["text"]) + 0.01  # .773 vs .723
+    assert probe_corr(ds, list(MODALITIES)) > probe_corr(ds, ["text"]) + 0.08  # .70 vs .60
 
 
-def test_sarcastic_samples_need_audio_or_vision(mosi):
+def test_sarcastic_samples_need_two_modalities(mosi):
+    """Text alone misleads, audio+vision alone carry no polarity, the text read through the
+    nonverbal sarcasm cue resolves them."""
     ds, truth = mosi
     tr, te = ds.splits["train"], ds.splits["test"]
     sarcastic = truth["test"]["sarcastic"]
     assert 0.08 < sarcastic.mean() < 0.2  # 15% of the non-zero scores
     assert (te.label_reg[sarcastic] != 0).all()
     text = LogisticRegression(max_iter=2000).fit(pooled(tr, ["text"]), binary(tr))
-    assert text.score(pooled(te, ["text"])[sarcastic], binary(te)[sarcastic]) < 0.3  # text misleads
+    text_says = text.predict(pooled(te, ["text"]))
+    assert np.mean(text_says[sarcastic] == binary(te)[sarcastic]) < 0.3  # text misleads
     av = LogisticRegression(max_iter=2000).fit(pooled(tr, ["audio", "vision"]), binary(tr))
-    assert av.score(pooled(te, ["audio", "vision"])[sarcastic], binary(te)[sarcastic]) > 0.6
+    assert av.score(pooled(te, ["audio", "vision"])[sarcastic], binary(te)[sarcastic]) < 0.65  # ~chance
     cue = LogisticRegression(max_iter=2000).fit(pooled(tr, ["audio", "vision"]),
                                                 truth["train"]["sarcastic"])
-    auc = roc_auc_score(sarcastic, cue.predict_proba(pooled(te, ["audio", "vision"]))[:, 1])
-    assert auc > 0.9  # the cue is visible in audio+vision (measured 0.98)
+    p_cue = cue.predict_proba(pooled(te, ["audio", "vision"]))[:, 1]
+    assert roc_auc_score(sarcastic, p_cue) > 0.9  # the cue is visible in audio+vision
+    combined = np.where(p_cue > 0.5, 1 - text_says, text_says)  # text, flipped where the cue says so
+    assert np.mean(combined[sarcastic] == binary(te)[sarcastic]) > 0.7
 
 
 def test_dropping_frames_degrades_gradually(mosi):
@@ -220,7 +225,7 @@ def test_dropping_frames_degrades_gradually(mosi):
     clf = LogisticRegression(max_iter=2000).fit(pooled(tr, ["audio"]), binary(tr))
     rng = np.random.default_rng(0)
     acc = [clf.score(pooled(te, ["audio"], keep, rng), binary(te)) for keep in (1.0, 0.5, 0.2, 0.05)]
-    assert acc[0] > 0.65 and acc[3] > 0.5  # measured .69 .69 .67 .55
+    assert acc[0] > 0.65 and acc[3] > 0.5  # measured .69 .69 .63 .55
     assert acc[0] >= acc[1] - 0.01 and acc[1] > acc[2] > acc[3]
     assert acc[0] - acc[3] > 0.08  # evidence is spread over frames, not all-or-nothing
 

@@ -469,7 +469,7 @@ def test_dashboard_trial_explorer_shows_the_dpft_probabilities(tmp_path, monkeyp
     monkeypatch.setenv("AFFECTUNE_STORE", str(tmp_path))
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     at = ST.AppTest.from_file(str(app), default_timeout=60).run()
-    at.sidebar.radio(key="page").set_value("Trial explorer").run()
+    at.switch_page("app_pages/trials.py").run()  # the Trial explorer page (/trials)
     assert not at.exception, [e.value for e in at.exception]
     figs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
     dist = next(f for f in figs if f["layout"]["title"]["text"].startswith("dpft_p of trial t000"))

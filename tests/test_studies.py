@@ -360,3 +360,34 @@ def test_a_second_run_of_an_existing_study_is_refused_before_ray_starts(tmp_path
                                                 "--dataset", DATASET])
     assert "already has 1 trials" in str(exc.value) and "--resume" in str(exc.value)
     assert len(open_store(str(tmp_path)).trials("taken")) == 1  # nothing overwritten
+
+
+def test_comparison_trains_every_method_and_seed_and_stores_tables_with_lineage(ray_session, tmp_path):
+    """Two methods x two seeds through run_comparison on the module's Ray: one store comparison."""
+    from affectune.compare import ComparisonSpec, run_comparison
+
+    configs = {"late_fusion": {"epochs": 1, "batch_size": 16, "model_config": {"hidden": 8}},
+               "mult": {"epochs": 1, "batch_size": 16, "model_config": {"hidden": 8}}}
+    spec = ComparisonSpec(name="cmp", dataset=DATASET, configs=configs, train_seeds=(0, 1), n_boot=100,
+                          sources={"late_fusion": {"source": "study", "study": "lf-search", "trial_id": "t1"}},
+                          run={"storage": str(tmp_path / "store"), "verbose": 0})
+    result = run_comparison(spec, address=ray_session)
+    store = open_store(str(tmp_path / "store"))
+    runs = store.comparison_runs("cmp")
+    assert sorted(zip(runs["method"], runs["train_seed"])) == [("late_fusion", 0), ("late_fusion", 1),
+                                                                ("mult", 0), ("mult", 1)]
+    assert set(runs.loc[runs["method"] == "late_fusion", "source_study"]) == {"lf-search"}
+    assert (runs["best_epoch"] == 1).all() and runs["val_mae"].notna().all()
+    row = store.comparisons("cmp").iloc[0]
+    assert json.loads(row["sources"])["mult"] == {"source": "given"} and json.loads(row["splits"]) == ["test", "ood"]
+    tables, sig = store.comparison_tables("cmp"), store.comparison_significance("cmp")
+    assert set(tables["table"]) == {"auilc", "inter"} and (tables["n_seeds"] == 2).all()
+    headline = tables[(tables["table"] == "auilc") & (tables["subset"] == "tav") & (tables["metric"] == "mae")
+                      & (tables["split"] == "test")]
+    best = headline.loc[headline["mean"].idxmin(), "method"]
+    test_sig = sig[sig["split"] == "test"].set_index("method")
+    assert (test_sig["reference"] == best).all() and test_sig["bootstrap_p"].between(0, 1).sum() == 1
+    # the stored curves are the ones the tables were built from
+    assert len(store.comparison_curves("cmp")) == len(result.curves)
+    with pytest.raises(Exception, match="already in"):
+        run_comparison(spec, address=ray_session)

@@ -20,19 +20,21 @@ def offer(page: str, item: dict, png_browser: str | None) -> None:
                                 mime="text/csv", key=f"dl_csv_{page}")
     if item["figure_json"] is not None:
         fig = pio.from_json(item["figure_json"])
-        cols[1].download_button("Figure (HTML)", views.figure_html(fig), file_name=f"{item['table_name']}.html",
-                                mime="text/html", key=f"dl_html_{page}")
+        # both rendered only on click: the HTML embeds plotly.js (MBs); kaleido starts a browser (seconds)
+        cols[1].download_button("Figure (HTML)", lambda fig=fig: views.figure_html(fig),
+                                file_name=f"{item['table_name']}.html", mime="text/html", key=f"dl_html_{page}")
         if png_browser is not None:
-            # rendered only on click: kaleido starts a browser, which takes seconds
             cols[2].download_button("Figure (PNG)", lambda fig=fig: views.figure_png(fig),
                                     file_name=f"{item['table_name']}.png", mime="image/png", key=f"dl_png_{page}")
 
 
 def main() -> None:
-    snap = kit.snapshot()
+    snap = kit.snapshot(need_studies=False)  # a store may hold comparisons only
     st.header("Downloads")
     shown = st.session_state.get("downloads", {})
     items = {**cached_defaults(snap.root, snap.token), **shown}
+    if not items:
+        kit.snapshot()  # says why: the store is missing or empty
     png_browser = views.chrome_for_png()
     if png_browser is None:
         st.info("PNG export needs Chrome or Chromium (kaleido drives it): install Debian's `chromium` or set "

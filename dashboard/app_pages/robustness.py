@@ -13,19 +13,6 @@ def mixed_datasets_note(agg) -> None:
                 "gets its own panel, curves of different datasets are never drawn on one axis.")
 
 
-def selectors(choices: dict) -> dict:
-    """The five curve selectors, initialised to views.default_curve_selection."""
-    start = views.default_curve_selection(choices)
-    c1, c2, c3, c4, c5 = st.columns(5)
-    index = {name: (choices[name].index(start[name]) if start[name] in choices[name] else 0) for name in start}
-    return {"split": c1.selectbox("Split", choices["split"], index=index["split"], key="curve_split"),
-            "metric": c2.selectbox("Metric", choices["metric"], format_func=views.metric_label, key="curve_metric"),
-            "pattern": c3.selectbox("Pattern", choices["pattern"], index=index["pattern"], key="curve_pattern"),
-            "fill": c4.selectbox("Fill", choices["fill"], index=index["fill"], key="curve_fill"),
-            "subset": c5.selectbox("Missing subset", choices["subset"], format_func=views.subset_display,
-                                   index=index["subset"], key="curve_subset")}
-
-
 def main() -> None:
     snap = kit.snapshot()
     st.header("Robustness curves")
@@ -34,7 +21,8 @@ def main() -> None:
                 "study evaluates its selected trials.")
         return
     studies = kit.choose_studies(snap, "curve_studies")
-    pick = selectors(views.curve_choices(snap.curves[snap.curves["study"].isin(studies)] if studies else snap.curves))
+    pick = kit.curve_selectors(views.curve_choices(snap.curves[snap.curves["study"].isin(studies)] if studies
+                                                   else snap.curves), "curve")
     metric, pattern, fill, split = pick["metric"], pick["pattern"], pick["fill"], pick["split"]
     if not studies:
         st.info("Choose one or more studies.")

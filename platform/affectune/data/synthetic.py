@@ -13,11 +13,17 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    .31/.30/.20/.20; MELD neutral .47, joy .17, surprise .12, anger .11, sadness .07, disgust
    .03, fear .03). The label code c_i is s_i/3 (regression) or 0.5 onehot(y_i) (classification).
 2. Sarcasm. A fraction `sarcasm` of the samples whose label has an opposite (s_i != 0, or a
-   class with a flip partner such as happy <-> angry) is sarcastic: the text is written for the
-   flipped label (-s_i, or the partner class) while audio and vision carry the true label plus a
-   sarcasm cue. Such samples can only be resolved by combining modalities.
-3. Text. Length L_i ~ N(0.6 T, 0.2 T) clipped to [6, T] with T = `text_len`. Each token is a
-   sentiment word with probability `sentiment_rate` (times 0.3 + 0.7 |s|/3 for regression):
+   class with a flip partner: IEMOCAP happy <-> angry, MELD joy <-> anger) is sarcastic: the
+   text is written for the flipped label (-s_i, or the partner class) while audio and vision
+   carry a sarcasm cue and no label evidence. Such samples take two modalities: the text says
+   what was said, a nonverbal cue says that it is meant the other way round.
+3. Expressiveness. Each modality m carries the label of sample i only with probability
+   `expressive_m` (text .8, audio .55, vision .45), independently; a sample with none gets
+   expressive text, and sarcastic samples always have expressive text. So every modality holds
+   evidence the others lack on some samples, and removing any of them costs a fusion model.
+4. Text. Length L_i ~ N(0.6 T, 0.2 T) clipped to [6, T] with T = `text_len`. Each token is a
+   sentiment word with probability `sentiment_rate` (times 0.3 + 0.7 |s|/3 for regression; 0
+   where the text is not expressive, so its words are neutral):
    positive with probability sigmoid(2.5 s_text) (regression) or from the text label's lexicon
    with probability 0.6, else a random lexicon (classification); otherwise a Zipf-distributed
    neutral filler word. With probability `spurious` the sample also contains one spurious
@@ -29,13 +35,15 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    context vector N(0, 0.5^2) + per-token noise N(0, context_noise^2), where the fixed embedding
    table E has N(0, 1) rows and lexicon rows add 2 * snr_text * (polarity * u or P_t[class]) (directions of norm
    sqrt(Dt)).
-4. Audio and vision. Aligned: frames share the text's axis and lengths. Unaligned (`aligned=0`):
+5. Audio and vision. Aligned: frames share the text's axis and lengths. Unaligned (`aligned=0`):
    T_m = ceil(ratio_m * T) frames, L_m = L_i * ratio_m * U(0.85, 1.15) clipped to [1, T_m].
    Every valid frame = speaker offset N(0, 0.5^2) + N(0, 1) noise; each frame is an evidence
    frame with probability `evidence_rate` (at least one per sample), where snr_m * c_i P_m is
-   added (P_m a fixed random projection whose rows have norm sqrt(D_m)), plus `sarcasm_cue` * q_m for sarcastic samples.
-   snr_text > snr_audio > snr_vision by default, and evidence is spread over random frames so
-   dropping frames degrades a model gradually.
+   added if m is expressive and the sample not sarcastic (P_m a fixed random projection whose
+   rows have norm sqrt(D_m)), plus `sarcasm_cue` * q_m for sarcastic samples.
+   Evidence is spread over random frames, so dropping frames degrades a model gradually. With
+   the defaults text carries the most evidence, then audio, then vision (docs/datasets.md has
+   the measured cost of removing each).
 
 Padding beyond a length is zero. Splits: train/valid/test sized like the real corpus times
 `scale` (at least 16 each), and `ood` (test-sized) unless `ood=0`. Default dims: text 32,
@@ -55,6 +63,7 @@ from affectune.data.options import format_options, parse_options
 from affectune.data.schema import MASK_ID, PAD_ID, UNK_ID, Dataset, DatasetError, Split
 
 SPLITS = ("train", "valid", "test")
+EXPRESSIVE = tuple(f"expressive_{m}" for m in MODALITIES)
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,11 @@ PRESETS: dict[str, Preset] = {
                     default_scale=0.25),
     "iemocap": Preset("iemocap", "classification", (3872, 553, 1106),
                       class_names=("neutral", "happy", "sad", "angry"),
-                      class_prior=(0.309, 0.296, 0.196, 0.199), sarcasm_flip=(-1, 3, 1, 1)),
+                      class_prior=(0.309, 0.296, 0.196, 0.199), sarcasm_flip=(-1, 3, -1, 1)),
     "meld": Preset("meld", "classification", (9989, 1109, 2610),
                    class_names=("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"),
                    class_prior=(0.47, 0.17, 0.12, 0.11, 0.07, 0.03, 0.03),
-                   sarcasm_flip=(-1, 3, -1, 1, 1, 1, -1)),
+                   sarcasm_flip=(-1, 3, -1, 1, -1, -1, -1)),
 }
 
 
@@ -116,18 +125,24 @@ class SyntheticConfig:
     """Vocabulary size including PAD/UNK/MASK, lexicon and spurious words."""
     snr_text: float = 1.5
     """Strength of the sentiment direction in lexicon word embeddings."""
-    snr_audio: float = 0.8
+    snr_audio: float = 1.8
     """Strength of the label evidence on audio evidence frames."""
-    snr_vision: float = 0.4
+    snr_vision: float = 1.6
     """Strength of the label evidence on vision evidence frames."""
     evidence_rate: float = 0.3
     """Probability that an audio/vision frame carries label evidence."""
     sentiment_rate: float = 0.25
     """Probability that a token is a sentiment (lexicon) word, at full intensity."""
+    expressive_text: float = 0.8
+    """Probability that a sample's words carry its label (else neutral wording, no lexicon words)."""
+    expressive_audio: float = 0.55
+    """Probability that a sample's voice carries its label (else no label evidence in audio)."""
+    expressive_vision: float = 0.45
+    """Probability that a sample's face carries its label (else no label evidence in vision)."""
     sarcasm: float = 0.15
-    """Share of eligible samples whose text shows the flipped label (resolved by audio/vision)."""
-    sarcasm_cue: float = 1.0
-    """Strength of the sarcasm cue on audio/vision evidence frames."""
+    """Share of eligible samples whose text shows the flipped label (resolved by text + a cue)."""
+    sarcasm_cue: float = 1.5
+    """Strength of the sarcasm cue on audio/vision evidence frames (expressive or not)."""
     spurious: float = 0.5
     """Probability that a sample contains one spurious dataset word."""
     spurious_agreement: float = 0.9
@@ -153,7 +168,7 @@ class SyntheticConfig:
               for k in ("snr_text", "snr_audio", "snr_vision", "sarcasm_cue", "context_noise")),
             *((k, 0 <= getattr(self, k) <= 1, "must lie in [0, 1]")
               for k in ("evidence_rate", "sentiment_rate", "sarcasm", "spurious",
-                        "spurious_agreement", "unk_rate")),
+                        "spurious_agreement", "unk_rate", *EXPRESSIVE)),
             ("seed", self.seed >= 0, "must be >= 0"),
         ]
         for name, ok, problem in checks:
@@ -272,6 +287,17 @@ def _labels(preset: Preset, n: int, rng: np.random.Generator):
     return y.astype(np.int64), 0.5 * np.eye(len(preset.class_prior), dtype=np.float32)[y]
 
 
+def _expressive(cfg: SyntheticConfig, sarcastic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3) bool: which modalities carry the sample's label, independently with probability
+    expressive_<m>. A sample with none gets expressive text (something always shows the label),
+    and a sarcastic sample always has expressive text (its flipped words are the sarcasm)."""
+    n = len(sarcastic)
+    p = np.array([getattr(cfg, k) for k in EXPRESSIVE])  # (3,)
+    flags = rng.random((n, len(MODALITIES))) < p[None, :]
+    flags[:, 0] |= sarcastic | ~flags.any(1)
+    return flags
+
+
 def _frames(n: int, t_max: int, lengths: np.ndarray, dim: int, evidence: np.ndarray,
             snr: float, cue: np.ndarray, sarcastic: np.ndarray, cfg: SyntheticConfig,
             rng: np.random.Generator) -> np.ndarray:
@@ -302,6 +328,7 @@ def _make_split(cfg: SyntheticConfig, world: _World, name: str, n: int, shifted:
         flip = np.asarray(preset.sarcasm_flip)
         eligible = flip[label] >= 0
     sarcastic = eligible & (rng.random(n) < cfg.sarcasm)
+    expressive = _expressive(cfg, sarcastic, rng)  # (n, 3) in MODALITIES order
 
     # Text tokens (n, T).
     t_max = cfg.text_len
@@ -309,13 +336,13 @@ def _make_split(cfg: SyntheticConfig, world: _World, name: str, n: int, shifted:
     valid = np.arange(t_max)[None, :] < lengths[:, None]
     if preset.task == "regression":
         s_text = np.where(sarcastic, -label, label)
-        p_sent = cfg.sentiment_rate * (0.3 + 0.7 * np.abs(s_text) / 3)
+        p_sent = cfg.sentiment_rate * (0.3 + 0.7 * np.abs(s_text) / 3) * expressive[:, 0]
         p_pos = 1.0 / (1.0 + np.exp(-2.5 * s_text))
         group = np.where(rng.random((n, t_max)) < p_pos[:, None], 0, 1)
         label_group = np.where(label > 0, 0, np.where(label < 0, 1, rng.integers(0, 2, n)))
     else:
         y_text = np.where(sarcastic, flip[label], label)
-        p_sent = np.full(n, cfg.sentiment_rate)
+        p_sent = cfg.sentiment_rate * expressive[:, 0]
         group = np.where(rng.random((n, t_max)) < 0.6, y_text[:, None],
                          rng.integers(0, g, (n, t_max)))
         label_group = label
@@ -354,7 +381,10 @@ def _make_split(cfg: SyntheticConfig, world: _World, name: str, n: int, shifted:
             t_m = int(np.ceil(ratio * t_max))
             len_m = np.clip(np.round(lengths * ratio * rng.uniform(0.85, 1.15, n)), 1, t_m)
             len_m = len_m.astype(np.int64)
-        evidence = code @ world.projection[m]  # (n, D_m)
+        # The label shows only where this modality is expressive, and never on sarcastic samples:
+        # there it carries the cue alone, so resolving them takes the text and a cue together.
+        shown = expressive[:, MODALITIES.index(m)] & ~sarcastic  # (n,)
+        evidence = (code * shown[:, None]) @ world.projection[m]  # (n, D_m)
         feats[m] = _frames(n, t_m, len_m, getattr(cfg, f"{m}_dim"), evidence,
                            getattr(cfg, f"snr_{m}"), world.cue[m], sarcastic, cfg, rng)
         lens[m] = len_m
@@ -367,7 +397,8 @@ def _make_split(cfg: SyntheticConfig, world: _World, name: str, n: int, shifted:
         tokens=tokens,
     )
     truth = {"sarcastic": sarcastic, "spurious_group": np.where(has_spur, spur_group, -1),
-             "label_group": label_group}
+             "label_group": label_group,
+             **{f"expressive_{m}": expressive[:, k] for k, m in enumerate(MODALITIES)}}
     return split, truth
 
 

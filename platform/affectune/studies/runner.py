@@ -273,7 +273,6 @@ def _prepare(spec: StudySpec, store) -> _Study:
     objectives, space and base config, and write the study's row."""
     import ray
 
-    from affectune import code_version
     from affectune.data import load
 
     dataset = load(spec.dataset)
@@ -281,21 +280,29 @@ def _prepare(spec: StudySpec, store) -> _Study:
     objectives = _resolve_objectives(spec, dataset)
     space = _space(spec)
     base = _base_config(spec, objectives)
-    ctx = TrialContext(
-        study=spec.name, method=spec.method, dataset_source=spec.dataset, fingerprint=dataset.fingerprint,
-        code_version=code_version(), store_root=spec.storage if "://" in spec.storage
-        else os.path.abspath(spec.storage), base_config=base, helpers=tuple(space.helpers),
-        objectives=objectives, execution=spec.resolved_execution, workers=spec.workers_per_trial,
-        gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
-        resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
-        worker_start_timeout_s=spec.worker_start_timeout_s, controller_failure_limit=spec.controller_failure_limit,
-        train_max_failures=spec.max_failures,
-    )
+    ctx = trial_context(spec, dataset, base, objectives, tuple(space.helpers))
     # ray.put once: every trial and worker reads the same object-store copy (zero-copy numpy).
     refs = {"dataset": [ray.put(search_view(dataset))], "spec": dataset.spec()}
     study = _Study(spec, store, dataset, objectives, space, base, ctx, refs)
     _write_study_row(study)
     return study
+
+
+def trial_context(spec: StudySpec, dataset, base: dict, objectives, helpers: tuple = (),
+                  phase: str = "search") -> TrialContext:
+    """What every trial (or evaluation run) of `spec` shares: lineage, store, run settings."""
+    from affectune import code_version
+
+    return TrialContext(
+        study=spec.name, method=spec.method, dataset_source=spec.dataset, fingerprint=dataset.fingerprint,
+        code_version=code_version(), store_root=spec.storage if "://" in spec.storage
+        else os.path.abspath(spec.storage), base_config=base, helpers=helpers,
+        objectives=objectives, execution=spec.resolved_execution, workers=spec.workers_per_trial,
+        gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
+        resources_per_worker=dict(spec.resources_per_worker), tune_storage=spec.tune_storage, seed=spec.seed,
+        worker_start_timeout_s=spec.worker_start_timeout_s, controller_failure_limit=spec.controller_failure_limit,
+        train_max_failures=spec.max_failures, phase=phase,
+    )
 
 
 def _write_study_row(study: _Study) -> None:
@@ -576,9 +583,18 @@ def _evaluate_checkpoint(store_root: str, path: str, dataset, splits, mask_seeds
                          cpus: float, gpus: float) -> pd.DataFrame:
     """Robustness-grid curves of one checkpoint on each split (a Ray task; the only place the
     evaluation splits are read)."""
+    from affectune.evaluate import robustness
+
+    model = load_stored_model(store_root, path, cpus, gpus)
+    return pd.concat([robustness(model, dataset, split=split, seeds=mask_seeds, patterns=patterns,
+                                 fills=fills).curves for split in splits], ignore_index=True)
+
+
+def load_stored_model(store_root: str, path: str, cpus: float, gpus: float):
+    """The model of a checkpoint in the store, on this worker's GPU when it holds one; torch
+    limited to the worker's CPUs (oversubscribed threads are 10x slower on a shared host)."""
     import torch
 
-    from affectune.evaluate import robustness
     from affectune.store import open_store
     from affectune.train import load_checkpoint
 
@@ -586,8 +602,7 @@ def _evaluate_checkpoint(store_root: str, path: str, dataset, splits, mask_seeds
     with tempfile.TemporaryDirectory(prefix="affectune-eval-") as tmp:
         local = open_store(store_root).fetch_artifact(path, os.path.join(tmp, "best.pt"))
         model, _ = load_checkpoint(local, device="cuda" if gpus and torch.cuda.is_available() else "cpu")
-    return pd.concat([robustness(model, dataset, split=split, seeds=mask_seeds, patterns=patterns,
-                                 fills=fills).curves for split in splits], ignore_index=True)
+    return model
 
 
 def _summary_over_seeds(curves: pd.DataFrame) -> pd.DataFrame:
