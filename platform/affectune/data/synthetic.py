@@ -18,7 +18,7 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    carry a sarcasm cue and no label evidence. Such samples take two modalities: the text says
    what was said, a nonverbal cue says that it is meant the other way round.
 3. Expressiveness. Each modality m carries the label of sample i only with probability
-   `expressive_m` (text .8, audio .55, vision .45), independently; a sample with none gets
+   `expressive_m` (text .85, audio .5, vision .45), independently; a sample with none gets
    expressive text, and sarcastic samples always have expressive text. So every modality holds
    evidence the others lack on some samples, and removing any of them costs a fusion model.
 4. Text. Length L_i ~ N(0.6 T, 0.2 T) clipped to [6, T] with T = `text_len`. Each token is a
@@ -133,9 +133,9 @@ class SyntheticConfig:
     """Probability that an audio/vision frame carries label evidence."""
     sentiment_rate: float = 0.25
     """Probability that a token is a sentiment (lexicon) word, at full intensity."""
-    expressive_text: float = 0.8
+    expressive_text: float = 0.85
     """Probability that a sample's words carry its label (else neutral wording, no lexicon words)."""
-    expressive_audio: float = 0.55
+    expressive_audio: float = 0.5
     """Probability that a sample's voice carries its label (else no label evidence in audio)."""
     expressive_vision: float = 0.45
     """Probability that a sample's face carries its label (else no label evidence in vision)."""
