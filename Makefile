@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup browser demo test bench dashboard gpu-check clean
+.PHONY: setup browser demo test bench bench-peers dashboard gpu-check clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,21 @@ test: setup browser
 bench: setup
 	$(PY) -m benchmarks
 
+# Our mult against MMSA's MulT on one MOSI-shaped MMSA file (benchmarks/peers.py). MMSA lives in
+# its own environment so its pins never touch ours: CPU torch first (as in setup), then MMSA
+# and its dependencies from PyPI. Nothing is downloaded while the benchmark runs.
+# Sizes: make bench-peers PEERS_ARGS="--train 48 --epochs 2 --repeats 2"
+PEERS_VENV := .venv-peers
+PEERS_ARGS ?= --train 16 --epochs 1 --threads 1 --repeats 1
+$(PEERS_VENV)/.installed: Makefile
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet $(TORCH)
+	$(PEERS_VENV)/bin/pip install --quiet MMSA==2.2.1
+	touch $@
+
+bench-peers: setup $(PEERS_VENV)/.installed
+	$(PY) -m benchmarks.peers $(PEERS_ARGS)
+
 # does this machine (or, with ADDRESS=auto, the cluster) work with affectune? exits non-zero if not
 ADDRESS ?=
 gpu-check: setup
@@ -53,4 +68,4 @@ dashboard: setup
 		--server.port $(DASHBOARD_PORT) --browser.gatherUsageStats false -- --store $(STORE)
 
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) results build *.egg-info

@@ -7,6 +7,8 @@
     them (the platform additionally writes checkpoints).
 (b) The robustness grid: `affectune.evaluate.robustness` against the same number of bare forward
     passes over pre-built test tensors.
+(c) Search efficiency (benchmarks/search.py): grid, random, TPE and TPE + ASHA replayed over
+    tabulated learning curves.
 Each measurement is warmed up once and repeated; platform and bare runs alternate and the median
 of the per-pair ratios is reported, for process CPU time (robust on a shared machine: other
 processes steal wall time, not our CPU time) and for wall time.
@@ -153,6 +155,14 @@ def main(argv=None) -> int:
     from benchmarks import study_overhead
 
     study_overhead.main(["--trials", "2", "--skip-search"] if args.quick else [])
+    print("\nsearch efficiency: grid, random, TPE, TPE + ASHA on stored tables (benchmarks/search.py)")
+    from benchmarks import search
+
+    search.main([])  # replays the committed tables; trains only entries missing from them
+    print("\nscaling: dataset size, trial count, torch.compile, model sizes (benchmarks/scaling.py)")
+    from benchmarks import scaling
+
+    scaling.main(["--quick"] if args.quick else [])
     return 0
 
 

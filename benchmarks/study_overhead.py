@@ -59,12 +59,14 @@ def _seed_space(num_trials: int, trial) -> None:
     trial.suggest_int("seed", low=0, high=num_trials - 1)
 
 
-def platform_study(num_trials: int, epochs: int, storage: str, execution: str, name: str) -> tuple[float, object]:
-    """Search wall seconds of the study runner on the same work (seed varies like plain's grid)."""
+def platform_study(num_trials: int, epochs: int, storage: str, execution: str, name: str,
+                   max_concurrent: int = 1) -> tuple[float, object]:
+    """Search wall seconds of the study runner on the same work (seed varies like plain's grid);
+    benchmarks/scaling.py reuses it for wall time against trial count at fixed concurrency."""
     from affectune.studies import StudySpec, run_study
 
     spec = StudySpec(name=name, method="dqf", dataset=DATASET, search_space=functools.partial(_seed_space, num_trials), base_config=_base(epochs),
-                     num_trials=num_trials, max_concurrent=1, use_asha=False, execution=execution,
+                     num_trials=num_trials, max_concurrent=max_concurrent, use_asha=False, execution=execution,
                      storage=storage, train_seeds=(0,), mask_seeds=(0,), verbose=0)
     result = run_study(spec)
     return result.search_wall_s, result

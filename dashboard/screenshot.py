@@ -3,7 +3,7 @@
     python dashboard/screenshot.py --store results --out docs/img/robustness.png [--studies A B ...]
 
 Starts `streamlit run dashboard/app.py` on a free loopback port, waits for /_stcore/health, opens the
-Robustness curves page, selects the studies and saves a full-page PNG. Uses the system Chromium
+Robustness curves page by its URL (/robustness), selects the studies and saves a full-page PNG. Uses the system Chromium
 (Debian's `chromium`; Playwright cannot download browsers here). Also used by the browser test.
 """
 
@@ -94,14 +94,17 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector(IDLE, timeout=timeout_ms)
 
 
-def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> None:
-    """Load the app, switch to the Robustness curves page and (optionally) choose exactly `studies`."""
-    page.goto(url)
+def open_page(page, url: str, path: str, ready: str) -> None:
+    """Load the app's page at `url/path` (each page has its own URL) and wait for the `ready` selector."""
+    page.goto(f"{url}/{path}")
     page.wait_for_selector("[data-testid='stSidebar']", timeout=60_000)
     wait_idle(page)
-    page.get_by_test_id("stSidebar").get_by_text("Robustness curves", exact=True).click()
-    wait_idle(page)
-    page.wait_for_selector(".st-key-curve_studies", timeout=60_000)
+    page.wait_for_selector(ready, timeout=60_000)
+
+
+def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> None:
+    """Open the Robustness curves page by its URL and (optionally) choose exactly `studies`."""
+    open_page(page, url, "robustness", ".st-key-curve_studies")
     if studies is None:
         return
     box = page.locator(".st-key-curve_studies")

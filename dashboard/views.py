@@ -302,6 +302,44 @@ def curve_choices(curves: pd.DataFrame, condition: str = "intra") -> dict[str, l
     return out
 
 
+def curve_study_options(snap: StoreSnapshot) -> tuple[list[str], list[str], dict[str, str]]:
+    """(studies with curves, the default choice, a display label per study).
+
+    The default is every study of the dataset (name + fingerprint) with the most studies.
+    """
+    with_curves = sorted(set(snap.curves["study"].dropna().astype(str))) if not snap.curves.empty else []
+    if not with_curves:
+        return [], [], {}
+    info = study_info(snap)
+    info = info[info["study"].isin(with_curves)]
+    info = info.assign(dataset_key=[dataset_key(d, f) for d, f in zip(info["dataset"], info["fingerprint"])])
+    largest = info["dataset_key"].value_counts().index[0]
+    default = info.loc[info["dataset_key"] == largest, "study"].tolist()
+    labels = {r["study"]: f"{r['study']} · {r['method']} · {r['dataset_key']}" for r in info.to_dict("records")}
+    return with_curves, default, labels
+
+
+def preferred(options: Sequence, value: Any) -> int:
+    """Index of the platform default (random pattern, zero fill, test split) among the options."""
+    options = list(options)
+    return options.index(value) if value in options else 0
+
+
+def default_curve_selection(choices: Mapping[str, list]) -> dict[str, Any]:
+    """The robustness page's initial selectors: test split, primary metric, random pattern, zero
+    fill, the all-modalities subset (the last in DQF order)."""
+    pick = {name: (choices[name][preferred(choices[name], value)] if choices[name] else None)
+            for name, value in (("split", "test"), ("metric", None), ("pattern", "random"), ("fill", "zero"))}
+    pick["subset"] = choices["subset"][-1] if choices["subset"] else None
+    return pick
+
+
+def subset_curves_title(metric: str, subset: str, pattern: str, fill: str) -> str:
+    direction = "lower is better" if direction_of(metric) == "min" else "higher is better"
+    return (f"{metric_label(metric)} vs missing rate, missing {subset_display(subset)} "
+            f"({pattern}, {fill}; {direction})")
+
+
 def aggregate_curves(curves: pd.DataFrame, trials: pd.DataFrame, studies: Sequence[str], *, metric: str,
                      pattern: str, fill: str, split: str = "test",
                      subsets: Sequence[str] | None = None) -> pd.DataFrame:
@@ -535,6 +573,13 @@ def trial_frame(trials: pd.DataFrame, study: str) -> pd.DataFrame:
     return pd.concat([part, expanded], axis=1)
 
 
+def trial_table(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The trial explorer's table: ids, status, selection marks, objectives, params, cost, error."""
+    columns = ["trial_id", "status", "selected", "pareto", *[c for c, _ in objectives],
+               *param_columns(frame), "epochs_run", "wall_time_s", "num_parameters", "error"]
+    return frame[[c for c in dict.fromkeys(columns) if c in frame]]
+
+
 def param_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("param:")]
 
@@ -740,6 +785,68 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) ->
 # ----------------------------------------------------------------------------- downloads
 
 
+def search_progress(frame: pd.DataFrame, objective: str, mode: str) -> pd.DataFrame:
+    """Every reported epoch of a study's trials, in the order they finished, with the best objective
+    so far: the optimisation history of optuna-dashboard, per epoch instead of per trial.
+
+    The per-epoch value is the learning curve's `objective` column's metric (`best_<m>` -> `<m>`).
+    Epochs finish at the trial's `started_at` plus its cumulative `epoch_time_s`; a store without
+    `started_at` is replayed as if the trials ran one after another in trial-id order (`timed` False).
+    Columns: trial_id, epoch, value, status, last (the trial's last epoch), wall_s, epochs_consumed, best.
+    """
+    metric = objective[len("best_"):] if objective.startswith("best_") else objective
+    rows, clock, ran = [], 0.0, frame[frame["status"] != "failed"]
+    timed = "started_at" in ran.columns and ran["started_at"].notna().any()
+    origin = float(ran["started_at"].min()) if timed else 0.0
+    for rec in ran.sort_values("trial_id").to_dict("records"):
+        epochs = [e for e in (_json_loads(rec["learning_curve"], []) or []) if isinstance(e, Mapping)]
+        start = float(rec["started_at"]) - origin if timed and _finite(rec.get("started_at")) else clock
+        for i, e in enumerate(epochs):
+            value = e.get(metric, e.get("objective"))
+            start += float(e.get("epoch_time_s") or 0.0)
+            if _finite(value):
+                rows.append({"trial_id": rec["trial_id"], "epoch": int(e.get("epoch", i + 1)), "value": float(value),
+                             "status": rec["status"], "last": i == len(epochs) - 1, "wall_s": start})
+        clock = max(clock, start)
+    events = pd.DataFrame(rows, columns=["trial_id", "epoch", "value", "status", "last", "wall_s"])
+    events = events.sort_values("wall_s", kind="stable", ignore_index=True)
+    events["epochs_consumed"] = np.arange(1, len(events) + 1)
+    events["best"] = events["value"].cummin() if mode == "min" else events["value"].cummax()
+    events.attrs["timed"] = bool(timed)
+    return events
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def search_progress_figure(events: pd.DataFrame, objective: str) -> go.Figure:
+    """Best-so-far objective against epochs consumed (left) and wall time (right); every epoch's
+    value as a faint dot, trials ASHA stopped as an x at the epoch they stopped."""
+    clock = "wall time (s)" if events.attrs.get("timed", True) else "wall time (s), trials one after another"
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("against epochs consumed", "against wall time"))
+    stopped = events[(events["status"] == "stopped") & events["last"]]
+    for col, x in ((1, "epochs_consumed"), (2, "wall_s")):
+        legend = col == 1
+        fig.add_trace(go.Scatter(x=events[x], y=events["value"], mode="markers", name="epoch value",
+                                 marker={"color": "rgba(99,110,250,0.35)", "size": 6}, text=events["trial_id"],
+                                 showlegend=legend, legendgroup="value"), row=1, col=col)
+        fig.add_trace(go.Scatter(x=events[x], y=events["best"], mode="lines", name="best so far",
+                                 line={"color": "#ef553b", "shape": "hv"}, showlegend=legend, legendgroup="best"),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=stopped[x], y=stopped["value"], mode="markers", name="stopped early",
+                                 marker={"symbol": "x", "size": 10, "color": "#222"}, showlegend=legend,
+                                 legendgroup="stopped", text=[f"{t} stopped at epoch {e}" for t, e in
+                                                              zip(stopped["trial_id"], stopped["epoch"])]),
+                      row=1, col=col)
+    fig.update_xaxes(title_text="epochs consumed (all trials)", row=1, col=1)
+    fig.update_xaxes(title_text=clock, row=1, col=2)
+    fig.update_yaxes(title_text=objective, row=1, col=1)
+    fig.update_layout(title=f"Search progress: best {objective} so far", template="plotly_white", height=420)
+    return fig
+
+
 def chrome_for_png() -> str | None:
     """The Chrome/Chromium kaleido will drive for PNG export: $BROWSER_PATH or one on PATH."""
     if path := os.environ.get("BROWSER_PATH"):
@@ -748,6 +855,45 @@ def chrome_for_png() -> str | None:
         if found := shutil.which(name):
             return found
     return None
+
+
+def download_item(table_name: str, table: pd.DataFrame | None, figure: go.Figure | None) -> dict:
+    """One Downloads entry: a file stem, the table as CSV text and the figure as Plotly JSON."""
+    return {"table_name": download_name(table_name),
+            "table_csv": table.to_csv(index=False) if table is not None else None,
+            "figure_json": figure.to_json() if figure is not None else None}
+
+
+def default_downloads(snap: StoreSnapshot) -> dict[str, dict]:
+    """Each page's table and figure in its initial selection, computed from the store alone, so the
+    Downloads page offers them without the other pages having run (page title -> download_item)."""
+    out = {"Studies overview": download_item("studies", studies_overview(snap), None)}
+    studies, default, _ = curve_study_options(snap)
+    if default:
+        pick = default_curve_selection(curve_choices(snap.curves[snap.curves["study"].isin(default)]))
+        if pick["metric"] is not None:
+            agg = aggregate_curves(snap.curves, snap.trials, default, metric=pick["metric"],
+                                   pattern=pick["pattern"], fill=pick["fill"], split=pick["split"])
+            one = agg[agg["subset"] == pick["subset"]]
+            title = subset_curves_title(pick["metric"], pick["subset"], pick["pattern"], pick["fill"])
+            out["Robustness curves"] = download_item("robustness_curves", one, curves_figure(one, pick["metric"], title))
+    if not snap.summary.empty:
+        pick = {"split": sorted(snap.summary["split"].dropna().unique(), key=lambda s: s != "test")[0],
+                "metric": order_metrics(snap.summary["metric"].dropna().unique())[0]}
+        for column, value in (("pattern", "random"), ("fill", "zero")):
+            options = sorted(snap.summary[column].dropna().unique())
+            pick[column] = options[preferred(options, value)]
+        table = auilc_table(snap.summary, snap.trials, default or sorted(set(snap.summary["study"].astype(str))),
+                            **pick)
+        if not table.empty:
+            out["AUILC tables"] = download_item("auilc", table, auilc_heatmap(table, pick["metric"]))
+    names = snap.study_names()
+    if names:
+        frame = trial_frame(snap.trials, names[0])
+        objective = study_info(snap).set_index("study").loc[names[0], "objective"]
+        out["Trial explorer"] = download_item(f"trials_{names[0]}",
+                                              trial_table(frame, objective_columns(frame, objective)), None)
+    return out
 
 
 def download_name(name: str) -> str:

@@ -157,6 +157,25 @@ class TaskHead(nn.Module):
 # ----------------------------------------------------------------------------- attention
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+              dropout: float = 0.0, need_weights: bool = False):
+    """Scaled dot-product attention: q (B, h, Tq, e), k and v (B, h, Tk, e) -> ((B, h, Tq, e), weights).
+
+    `allowed` (B, 1, 1, Tk) bool (True = may attend) or None (every key) must leave at least one
+    key per row, so no NaN-safe softmax passes are needed (the caller handles keyless samples).
+    Without dropout and weights this is one fused kernel (on CPU the flash kernel: no T x T map is
+    kept for backward). Attention dropout has no fused CPU kernel, so that case is a lean explicit
+    path: in-place scale and mask, one softmax, one dropout mask. weights (B, h, Tq, Tk) or None.
+    """
+    if dropout == 0.0 and not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+    scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, h, Tq, Tk)
+    if allowed is not None:
+        scores = scores.masked_fill_(~allowed, float("-inf"))
+    weights = scores.softmax(-1)
+    return F.dropout(weights, dropout, training=True) @ v, weights  # (B, h, Tq, e)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with a key padding mask that is finite on all-masked rows.
 
@@ -185,23 +204,20 @@ class MultiHeadAttention(nn.Module):
         if key.shape[1] != value.shape[1]:
             raise ValueError(f"keys ({key.shape[1]}) and values ({value.shape[1]}) differ in length")
         q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
-        if key_valid is None:
-            key_valid = torch.ones(B, key.shape[1], dtype=torch.bool, device=key.device)
-        has_key = key_valid.any(1)  # (B,)
-        # rows without any valid key attend everywhere (finite) and are zeroed below
-        allowed = (key_valid | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, Tk)
+        allowed, has_key = None, None
+        if key_valid is not None:  # (no host-side check for "all valid": it would sync a GPU)
+            has_key = key_valid.any(1)  # (B,)
+            # rows without any valid key attend everywhere (finite) and are zeroed below
+            allowed = (key_valid | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, Tk)
         p = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, Tq, Tk)
-            attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-            ctx = F.dropout(attn, p, self.training) @ v  # (B, h, Tq, d/h)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        ctx, weights = attention(q, k, v, allowed, p, need_weights)  # (B, h, Tq, d/h)
         out = self.out_proj(ctx.transpose(1, 2).reshape(B, Tq, d))  # (B, Tq, d)
-        out = out * has_key.to(out.dtype)[:, None, None]
-        if need_weights:
-            return out, attn.mean(1) * has_key.to(attn.dtype)[:, None, None]  # (B, Tq, Tk)
-        return out
+        if has_key is not None:
+            out = out * has_key.to(out.dtype)[:, None, None]
+        if not need_weights:
+            return out
+        weights = weights.mean(1)  # (B, Tq, Tk)
+        return out, weights if has_key is None else weights * has_key.to(weights.dtype)[:, None, None]
 
 
 class FeedForward(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -133,14 +134,23 @@ def store_root(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("store") / "results")
 
 
+PAGE_SCRIPTS = {"Studies overview": "overview.py", "Robustness curves": "robustness.py", "AUILC tables": "auilc.py",
+                "Trial explorer": "trials.py", "Downloads": "downloads.py"}
+"""Page title -> its script in dashboard/app_pages/ (app.PAGES)."""
+
+
+def goto(at, page: str):
+    """Open another page of the multipage app, as following its navigation link does."""
+    at.switch_page(f"app_pages/{PAGE_SCRIPTS[page]}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def run_app(root: Path | str, monkeypatch, page: str | None = None):
     monkeypatch.setenv("AFFECTUNE_STORE", str(root))
     at = ST.AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
-    if page is not None:
-        at.sidebar.radio(key="page").set_value(page).run()
-        assert not at.exception, [e.value for e in at.exception]
-    return at
+    return at if page is None else goto(at, page)
 
 
 def charts(at) -> list[dict]:
@@ -370,6 +380,13 @@ def test_trial_explorer_single_objective(store_root, monkeypatch):
     assert len(curves["data"]) == 6
     assert any("Single-objective study" in i for i in texts(at.info))
     assert shown_table(at, "trial_table").value["trial_id"].tolist() == [f"t{i:03d}" for i in range(6)]
+    # the search progress plot (first tab): six trials of 3 epochs, no start times, so replayed one
+    # after another in trial-id order; t005 was stopped by ASHA at its epoch 3
+    progress = next(f for f in figs if f["layout"]["title"]["text"].startswith("Search progress"))
+    best = next(t for t in progress["data"] if t["name"] == "best so far")
+    assert _decode(best["x"]) == list(range(1, 19)) and _decode(best["y"])[-1] == pytest.approx(0.7)
+    stopped = next(t for t in progress["data"] if t["name"] == "stopped early")
+    assert _decode(stopped["x"]) == [18] and _decode(stopped["y"]) == [pytest.approx(1.1)]
 
 
 def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
@@ -385,15 +402,42 @@ def test_trial_explorer_pareto_failed_and_few(store_root, monkeypatch):
     assert not charts(at)
 
 
-def test_downloads_page_offers_the_current_table_and_figure(store_root, monkeypatch):
-    at = run_app(store_root, monkeypatch, "Robustness curves")
-    at.sidebar.radio(key="page").set_value("Downloads").run()
+def test_downloads_page_works_on_its_own_and_follows_the_pages(store_root, monkeypatch):
+    monkeypatch.setenv("AFFECTUNE_STORE", str(store_root))
+    # opened first, by its URL: every page's initial table and figure, computed from the store alone
+    at = ST.AppTest.from_file(str(APP), default_timeout=60).switch_page("app_pages/downloads.py").run()
+    assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == "Downloads"
+    assert [s.value for s in at.subheader] == ["Studies overview", "Robustness curves", "AUILC tables",
+                                               "Trial explorer"]
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels.count("Table (CSV)") == 2  # overview + robustness curves
-    assert "Figure (HTML)" in labels
+    assert labels.count("Table (CSV)") == 4 and labels.count("Figure (HTML)") == 2  # curves + AUILC heatmap
     assert ("Figure (PNG)" in labels) == (views.chrome_for_png() is not None)
-    assert {s.value for s in at.subheader} == {"Studies overview", "Robustness curves"}
+    assert texts(at.caption).count("initial selection") == 4
+    # after choosing one study on the robustness page, Downloads offers that view instead
+    goto(at, "Robustness curves")
+    at.multiselect(key="curve_studies").set_value(["dqf_mosi"]).run()
+    goto(at, "Downloads")
+    assert texts(at.caption).count("as you last left it") == 1  # the robustness page; the others never ran
+    assert texts(at.caption).count("initial selection") == 3
+
+
+def test_default_downloads_match_each_pages_initial_view(store_root):
+    snap = views.load_snapshot(str(store_root))
+    items = views.default_downloads(snap)
+    curves = pd.read_csv(io.StringIO(items["Robustness curves"]["table_csv"]))
+    # the robustness page's defaults: every study of dataset A, MAE, random, zero, subset {t,a,v}
+    assert sorted(set(curves["label"])) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo/t000", "umdf_mosi_mo/t001"]
+    assert set(curves["subset"]) == {"tav"}
+    dqf = curves[(curves["study"] == "dqf_mosi") & (curves["rate"] == 0.5)].iloc[0]
+    assert dqf["mean"] == pytest.approx(np.mean([curve_value(0.0, "mae", "tav", 0.5, ts, ms)
+                                                 for ts in TRAIN_SEEDS for ms in MASK_SEEDS]))
+    figure = json.loads(items["Robustness curves"]["figure_json"])
+    assert "missing {t,a,v} (random, zero; lower is better)" in figure["layout"]["title"]["text"]
+    auilc = pd.read_csv(io.StringIO(items["AUILC tables"]["table_csv"]))
+    assert sorted(auilc["study"]) == ["cider_mosi", "dqf_mosi", "umdf_mosi_mo", "umdf_mosi_mo"]
+    trials = pd.read_csv(io.StringIO(items["Trial explorer"]["table_csv"]))
+    assert items["Trial explorer"]["table_name"] == "trials_broken_study" and len(trials) == 2
 
 
 def test_figure_html_and_png_export(store_root):
@@ -435,8 +479,7 @@ def test_corrupt_and_partial_files_are_reported_and_the_rest_renders(store_root,
     table = shown_table(at, "overview_table").value.set_index("study")
     assert table.loc["dqf_mosi", "trials"] == 5  # the unreadable trial is skipped, the rest is shown
     assert table.loc["umdf_mosi_mo", "method"] == "umdf"
-    at.sidebar.radio(key="page").set_value("Robustness curves").run()
-    assert not at.exception
+    goto(at, "Robustness curves")
     names = [t["name"] for t in mean_traces(charts(at)[0])]
     assert "dqf_mosi (dqf)" in names and not any(n.startswith("cider_mosi") for n in names)
 
@@ -449,3 +492,25 @@ def test_split_selector_offers_the_splits_the_store_has():
     both = pd.DataFrame([{**base, "split": "ood"}, {**base, "split": "test"}])
     assert views.curve_choices(both)["split"] == ["test", "ood"]
     assert views.curve_choices(both[both["split"] == "test"])["split"] == ["test"]
+
+
+# ----------------------------------------------------------------------------- search progress
+
+
+def test_search_progress_orders_epochs_by_finish_time_and_marks_stopped_trials():
+    # a: starts at t=100, epochs of 2 s end at 102, 104, 106; b (stopped after 1 epoch) ends at 103
+    curve = lambda values: [{"epoch": e + 1, "val_mae": v, "epoch_time_s": 2.0} for e, v in enumerate(values)]  # noqa: E731
+    frame = pd.DataFrame([
+        {"trial_id": "a", "status": "completed", "started_at": 100.0, "learning_curve": json.dumps(curve([1.0, 0.9, 0.8]))},
+        {"trial_id": "b", "status": "stopped", "started_at": 101.0, "learning_curve": json.dumps(curve([0.85]))},
+        {"trial_id": "c", "status": "failed", "started_at": 99.0, "learning_curve": json.dumps(curve([0.1]))}])
+    events = views.search_progress(frame, "best_val_mae", "min")
+    assert events["trial_id"].tolist() == ["a", "b", "a", "a"]
+    assert events["wall_s"].tolist() == [2.0, 3.0, 4.0, 6.0]  # from the first (non-failed) trial's start
+    assert events["value"].tolist() == [1.0, 0.85, 0.9, 0.8]
+    assert events["best"].tolist() == [1.0, 0.85, 0.85, 0.8]
+    fig = views.search_progress_figure(events, "best_val_mae")
+    stopped = [t for t in fig.data if t.name == "stopped early"]  # one per panel: epochs, wall time
+    assert [list(t.x) for t in stopped] == [[2], [3.0]] and list(stopped[0].y) == [0.85]
+    assert list(views.search_progress(frame, "best_val_mae", "max")["best"]) == [1.0, 1.0, 1.0, 1.0]
+

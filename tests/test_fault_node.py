@@ -33,7 +33,7 @@ from affectune.store import open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
 
 SLOT = "slot"
-EPOCHS = 4
+EPOCHS = 3
 
 
 @ray.remote(num_cpus=0, resources={SLOT: 1})
@@ -93,7 +93,8 @@ def test_lost_node_trials_rescheduled_on_the_head(two_nodes, tmp_path):
                      max_concurrent=1, use_asha=False, execution="in_process", resources_per_worker={SLOT: 1},
                      max_failures=2, base_config={"epochs": EPOCHS, "batch_size": 16, "patience": None,
                                                   "model_config": {"hidden": 12}},
-                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0, seed=4)
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(4,), eval_splits=("test",),
+                     verbose=0, seed=4)  # train_seeds = (seed,): the evaluation reuses the search runs
     store, lost = open_store(spec.storage), {}
 
     def kill_node2_mid_trial():

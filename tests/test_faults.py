@@ -33,7 +33,7 @@ from affectune.store import StudyStore, open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
 
 DATASET = "synthetic:mosi?scale=0.03"
-EPOCHS = 5
+EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,8 @@ def test_killed_train_worker_resumes_from_its_last_epoch(ray_session, tmp_path):
                      execution="train", workers_per_trial=1, cpus_per_worker=1, max_failures=1,
                      base_config={"epochs": EPOCHS, "batch_size": 16, "patience": None,
                                   "model_config": {"hidden": 12}},
-                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0, seed=2)
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(2,), eval_splits=("test",),
+                     verbose=0, seed=2)  # train_seeds = (seed,): the evaluation reuses the search run
     store, killed = open_store(spec.storage), {}
 
     def kill_after_epoch_2():
@@ -244,13 +245,14 @@ run_study(StudySpec(**json.loads(sys.argv[1])), address=sys.argv[2])
 
 
 def test_killed_driver_then_resume(ray_session, tmp_path):
-    """SIGKILL the driver (no chance to save anything) while a trial is mid-way, then --resume:
+    """SIGKILL the driver (no chance to save anything) while the second of two trials is mid-way, then --resume:
     full trial count, no duplicated params or rows, finished trials not retrained, the
     interrupted trial continues from its last epoch."""
-    kwargs = dict(name="kill-driver", method="dqf", dataset=DATASET, search_space="paper", num_trials=3,
+    kwargs = dict(name="kill-driver", method="dqf", dataset=DATASET, search_space="paper", num_trials=2,
                   max_concurrent=1, use_asha=False, execution="in_process",
                   base_config={"epochs": 4, "batch_size": 16, "patience": None, "model_config": {"hidden": 12}},
-                  storage=str(tmp_path / "store"), mask_seeds=[0], train_seeds=[0], verbose=0, seed=1)
+                  storage=str(tmp_path / "store"), mask_seeds=[0], train_seeds=[1], eval_splits=["test"],
+                  verbose=0, seed=1)
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(kwargs), ray_session],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"})
@@ -274,7 +276,7 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
     result = run_study(StudySpec(**kwargs), resume=True)
     recovered = time.time() - killed_at
     after = result.trials.set_index("trial_id")
-    assert len(after) == 3 and after.index.is_unique and not result.interrupted
+    assert len(after) == 2 and after.index.is_unique and not result.interrupted
     assert (after["status"] == "completed").all()
     assert after["params"].map(lambda p: tuple(sorted(json.loads(p).items()))).is_unique
     assert store.trials("kill-driver")["trial_id"].is_unique  # no duplicated store rows
@@ -293,3 +295,78 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
     print(f"\n[fault] driver SIGKILL with {len(partial)} trial(s) mid-way at epoch "
           f"{int(partial['epochs_run'].max())}: epochs re-run {rerun}, resumed study done "
           f"{recovered:.1f} s after the kill")
+
+
+# --- ASHA stops an in-process trial: no stack trace, no thread left in torch ------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_studies import learner_then_stuck  # noqa: E402  (lr 3e-2, 1e-7, 3e-2, in that order)
+
+TRACE_MARKS = ("Traceback", "Fatal Python error", "SIGABRT", "Aborted", "terminate called",
+               "did not end within")
+
+
+def _actor_output(tune_path: str) -> dict[str, str]:
+    """trial dir -> stdout + stderr of the actor process that ran it (Ray's worker log files,
+    found by the `pid` Tune recorded in each result)."""
+    logs = ray._private.worker._global_node.get_logs_dir_path()
+    out = {}
+    for result in glob.glob(os.path.join(tune_path, "*", "result.json")):
+        with open(result) as fh:
+            pids = {json.loads(line)["pid"] for line in fh if line.strip()}
+        texts = [Path(f).read_text(errors="replace") for pid in pids
+                 for f in glob.glob(os.path.join(logs, f"worker-*-{pid}.*")) if f.endswith((".out", ".err"))]
+        out[os.path.basename(os.path.dirname(result))] = "\n".join(texts)
+    return out
+
+
+def test_a_stopped_trial_actor_waits_for_its_thread_to_leave_torch(ray_session, tmp_path):
+    """Without CleanStop Tune's actor exits while the thread is still in torch (marker never
+    written; at interpreter exit that can abort with a SIGABRT trace); with it, the thread ends first."""
+    from ray import tune
+
+    from affectune.studies.trial import CleanStop
+
+    def trainable(config):  # local, so it pickles by value: the trial actor cannot import this module
+        """Reports until Tune stops it, then keeps torch busy while it unwinds (as a loop's frames
+        being torn down would) and leaves a marker when its thread is done."""
+        import torch
+
+        try:
+            while True:
+                ray.tune.report({"alive": 1})
+        finally:
+            a, end = torch.randn(200, 200), time.time() + 2
+            while time.time() < end:
+                a = torch.tanh(a @ a)
+            Path(config["marker"]).write_text("thread ended")
+
+    trainable.__mixins__ = (CleanStop,)
+    marker = tmp_path / "marker"
+    tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"marker": str(marker)},
+               run_config=tune.RunConfig(stop={"training_iteration": 1}, storage_path=str(tmp_path / "ray"),
+                                         verbose=0)).fit()
+    deadline = time.time() + 30
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists() and marker.read_text() == "thread ended"
+
+
+def test_asha_stops_an_in_process_trial_without_a_stack_trace(ray_session, tmp_path, capfd):
+    spec = StudySpec(name="asha-clean", method="dqf", dataset=DATASET, search_space=learner_then_stuck,
+                     num_trials=3, max_concurrent=1, execution="in_process", grace_period=3, reduction_factor=2,
+                     base_config={"epochs": 4, "batch_size": 16, "patience": None, "model_config": {"hidden": 12}},
+                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(3,), eval_splits=("test",),
+                     verbose=0, seed=3)
+    result = run_study(spec)
+    time.sleep(2)  # the stopped actors have exited; their logs are flushed
+    rows = result.trials.assign(lr=[json.loads(p)["lr"] for p in result.trials["params"]]).set_index("trial_id")
+    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] == 3e-2]
+    assert len(stuck) == 1 and len(learners) == 2
+    assert (stuck["status"] == "stopped").all() and (stuck["epochs_run"] == 3).all()  # ASHA's rung at epoch 3
+    assert (learners["status"] == "completed").all() and (learners["epochs_run"] == 4).all()
+    outputs = _actor_output(os.path.join(spec.tune_storage, spec.name))
+    assert len(outputs) == 3 and all(outputs.values()), outputs.keys()  # every trial actor's log was read
+    for trial_dir, text in outputs.items():
+        assert not [m for m in TRACE_MARKS if m in text], (trial_dir, text[-3000:])
+    driver = capfd.readouterr()
+    assert not [m for m in TRACE_MARKS if m in driver.out + driver.err], (driver.out + driver.err)[-3000:]

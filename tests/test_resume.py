@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from affectune.data import load
-from affectune.train import CHECKPOINT_FILE, RESUME_FILE, train_loop
+from affectune.train import CHECKPOINT_FILE, RESUME_FILE, TrainingStopped, train_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_hooks import register_probe  # noqa: E402
@@ -86,3 +86,23 @@ def test_resume_refuses_another_config_and_stops_a_finished_run(dataset, tmp_pat
     again = train_loop({**BASE, "checkpoint_dir": str(tmp_path / "f")}, lambda m, s: calls.append(m),
                        dataset=dataset, resume_from=tmp_path / "f")
     assert calls == [] and _deterministic(again.history) == _deterministic(full.history)
+
+
+def test_should_stop_ends_the_loop_between_batches_and_keeps_the_last_epoch(dataset, tmp_path):
+    """A stop asked for mid-epoch (Tune stopping an in-process trial) ends the loop before the next
+    batch: no further batch, no report of the cut epoch, and latest.pt still holds the last whole
+    epoch, so a restart resumes from it."""
+    checks, per_epoch = [], []
+
+    def reporter(metrics, saved):
+        per_epoch.append(len(checks))  # checks made up to the end of this epoch
+
+    def should_stop():
+        checks.append(1)
+        return bool(per_epoch) and len(checks) == per_epoch[0] + 3  # before epoch 2's third batch
+
+    with pytest.raises(TrainingStopped, match="during epoch 2"):
+        train_loop({**BASE, "checkpoint_dir": str(tmp_path)}, reporter, dataset=dataset, should_stop=should_stop)
+    assert per_epoch[0] >= 3 and len(per_epoch) == 1  # one check per batch of epoch 1; epoch 2 never reported
+    assert len(checks) == per_epoch[0] + 3  # nothing was checked (or trained) after the stop
+    assert torch.load(tmp_path / RESUME_FILE, weights_only=True)["epoch"] == 1

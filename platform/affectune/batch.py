@@ -62,6 +62,24 @@ class Batch:
             available=mv(self.available),
         )
 
+    def trimmed(self) -> "Batch":
+        """The same samples cut, per modality, after the batch's last valid frame (at least 1 frame).
+
+        Models ignore padding (tests/test_models.py checks that appending it changes no output),
+        so this changes no prediction; attention cost falls with the square of the padded length.
+        """
+        changes = {}
+        for m, v in self.valid.items():
+            frame = torch.arange(1, v.shape[1] + 1, device=v.device)  # (T,) 1-based positions
+            keep = max(1, int((v * frame).amax())) if v.numel() else v.shape[1]  # one sync per modality
+            if keep < v.shape[1]:
+                changes[m] = self.features(m)[:, :keep]
+                changes.setdefault("valid", dict(self.valid))[m] = v[:, :keep]
+                changes.setdefault("dropped", dict(self.dropped))[m] = self.dropped[m][:, :keep]
+                if m == "text" and self.tokens is not None:
+                    changes["tokens"] = self.tokens[:, :keep]
+        return self.replace(**changes) if changes else self
+
     def is_available(self, modality: str) -> torch.Tensor:
         """(B,) bool: the modality is present (not absent as a whole) for each sample."""
         return self.available[:, MODALITIES.index(modality)]

@@ -62,6 +62,11 @@ class RobustnessResult:
     """Dataset task."""
     meta: dict = field(default_factory=dict)
     """Split size and the grid's arguments, for lineage."""
+    predictions: dict = field(default_factory=dict)
+    """With keep_predictions: (condition, subset label, rate) -> (N, k) numpy predictions of the first
+    (seed, pattern, fill), rate None for inter conditions (per-sample statistics, e.g. a bootstrap)."""
+    labels: np.ndarray | None = None
+    """With keep_predictions: the split's labels (N,), in the predictions' row order."""
 
 
 def _model_device(model) -> torch.device:
@@ -89,6 +94,7 @@ def robustness(
     rates: Sequence[float] = RATES,
     include_inter: bool = True,
     batch_size: int = 1024,
+    keep_predictions: bool = False,
 ) -> RobustnessResult:
     """Evaluate `model` on the grid of `dataset.splits[split]`; see the module docstring."""
     if split not in dataset.splits:
@@ -106,6 +112,8 @@ def robustness(
     data = preload(dataset, split, _model_device(model))
     n_frames = {m: data.features[m].shape[1] for m in MODALITIES}
     cache: dict[tuple, dict[str, float]] = {}
+    kept: dict[tuple, np.ndarray] = {}  # input key -> predictions, with keep_predictions
+    cells_kept: dict[tuple, tuple] = {}  # (condition, label, rate) -> input key, first seed/pattern/fill
 
     def metrics_of(key: tuple, make_dropped, fill: str, seed: int) -> dict[str, float]:
         """Metrics of one distinct input, computed on first use. Modalities whose mask key is "all"
@@ -116,6 +124,8 @@ def robustness(
             inputs = masked_copy(data, dropped, fill=fill, seed=seed, absent=absent) if dropped else data
             pred = predict_split(model, inputs, batch_size)
             cache[key] = score(task, data, pred, num_classes)
+            if keep_predictions:
+                kept[key] = pred.numpy()
         return cache[key]
 
     def input_key(mask_keys: tuple, fill: str, seed: int) -> tuple:
@@ -126,7 +136,10 @@ def robustness(
 
     rows: list[tuple] = []
 
-    def emit(condition: str, label: str, rate: float, seed: int, pattern: str, fill: str, values: dict):
+    def emit(condition: str, label: str, rate: float, seed: int, pattern: str, fill: str, values: dict,
+             key: tuple):
+        if keep_predictions and (seed, pattern, fill) == (seeds[0], patterns[0], fills[0]):
+            cells_kept[(condition, label, None if condition == "inter" else rate)] = key
         rows.extend((split, condition, label, rate, seed, pattern, fill, k, float(v)) for k, v in values.items())
 
     whole = {m: data.valid[m] for m in MODALITIES}  # (N, T_m): dropping every frame of m
@@ -146,16 +159,17 @@ def robustness(
                     # rate 1.0 drops every frame for both patterns ("all"): seed- and pattern-free.
                     mask_keys = tuple(None if (m not in subset or rate == 0.0) else
                                       ("all" if rate == 1.0 else (seed, pattern, rate)) for m in MODALITIES)
-                    values = metrics_of(input_key(mask_keys, fill, seed),
-                                        cell_dropped(subset, rate), fill, seed)
-                    emit("intra", subset_label(subset), rate, seed, pattern, fill, values)
+                    key = input_key(mask_keys, fill, seed)
+                    values = metrics_of(key, cell_dropped(subset, rate), fill, seed)
+                    emit("intra", subset_label(subset), rate, seed, pattern, fill, values, key)
                 if include_inter:
                     for available in INTER_CONDITIONS:
                         absent = FULL_SET - available
                         mask_keys = tuple("all" if m in absent else None for m in MODALITIES)
-                        values = metrics_of(input_key(mask_keys, fill, seed),
-                                            lambda absent=absent: {m: whole[m] for m in sorted(absent)}, fill, seed)
-                        emit("inter", subset_label(available), math.nan, seed, pattern, fill, values)
+                        key = input_key(mask_keys, fill, seed)
+                        values = metrics_of(key, lambda absent=absent: {m: whole[m] for m in sorted(absent)},
+                                            fill, seed)
+                        emit("inter", subset_label(available), math.nan, seed, pattern, fill, values, key)
 
     curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     complete_key = ("complete",)
@@ -167,6 +181,8 @@ def robustness(
         meta={"split": split, "n_samples": len(data), "seeds": list(seeds), "patterns": list(patterns),
               "fills": list(fills), "rates": [float(r) for r in rates],
               "subsets": [subset_label(s) for s in subsets], "include_inter": include_inter},
+        predictions={cell: kept[key] for cell, key in cells_kept.items()},
+        labels=data.label.cpu().numpy() if keep_predictions else None,
     )
 
 

@@ -94,9 +94,9 @@ class TensorSplit:
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Consecutive slices in order (evaluation)."""
+        """Consecutive slices in order (evaluation), each trimmed to its longest sample."""
         for start in range(0, len(self), batch_size):
-            yield self.batch(slice(start, start + batch_size))
+            yield self.batch(slice(start, start + batch_size)).trimmed()
 
 
 def preload(dataset: Dataset, split: str, device: torch.device | str = "cpu") -> TensorSplit:
@@ -105,7 +105,8 @@ def preload(dataset: Dataset, split: str, device: torch.device | str = "cpu") ->
 
 
 class EpochBatches:
-    """Shuffled training batches of one rank's shard, reseeded each epoch (call `set_epoch`).
+    """Shuffled training batches of one rank's shard, reseeded each epoch (call `set_epoch`), each
+    trimmed to its longest sample (`Batch.trimmed`).
 
     `batch_size` is the per-rank batch. DistributedSampler pads the permutation so that every rank
     has the same number of samples (and therefore of steps, which DDP requires); with one rank it
@@ -141,7 +142,7 @@ class EpochBatches:
     def __iter__(self) -> Iterator[Batch]:
         order = self.shard().to(self.data.device)  # (n_rank,)
         for k in range(len(self)):
-            yield self.data.batch(order[k * self.batch_size:(k + 1) * self.batch_size])
+            yield self.data.batch(order[k * self.batch_size:(k + 1) * self.batch_size]).trimmed()
 
 
 def masked_copy(data: TensorSplit, dropped: dict[str, torch.Tensor], *, fill: str = "zero",

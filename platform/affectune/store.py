@@ -7,6 +7,16 @@ Layout (one directory per table, one partition directory per study, one set of f
     <root>/curves/study=<name>/trial=<trial_id>__<splits>.parquet
     <root>/summary/study=<name>/trial=<trial_id>__<splits>.parquet
 
+A comparison (several methods retrained over seeds on one protocol, `affectune.compare`) has its own
+five tables, partitioned by comparison; its lineage to the studies its configs came from is in
+`comparisons.sources` and in every run row (source, source_study, source_trial)::
+
+    <root>/comparisons/comparison=<name>/comparison.parquet             one row
+    <root>/comparison_runs/comparison=<name>/run=<method>__seed<s>.parquet  one row per (method, train seed)
+    <root>/comparison_curves/comparison=<name>/run=<method>__seed<s>.parquet robustness grid of that run
+    <root>/comparison_tables/comparison=<name>/tables.parquet          the printed tables' cells
+    <root>/comparison_significance/comparison=<name>/significance.parquet each method against the best
+
 Every file is written to a hidden temporary name and then renamed, so a reader never sees a half
 written file and concurrent trials on many nodes never lose each other's rows (each trial owns its
 files; writing the same trial again replaces its file, which makes writes idempotent per trial id).
@@ -15,7 +25,8 @@ On object stores a single PUT is already atomic, so the file is written in place
 Every file carries ``SCHEMA_VERSION`` in its Parquet metadata and as a column. Readers skip files that
 cannot be read (corrupt, partial, written by a newer schema) and list them in ``StudyStore.problems``.
 The dashboard reads the store only through ``open_store(root).studies() / trials() / curves() /
-summary()``.
+summary()`` and, for comparisons, ``comparisons() / comparison_runs() / comparison_curves() /
+comparison_tables() / comparison_significance()`` (each optionally for one comparison name).
 """
 
 from __future__ import annotations
@@ -53,8 +64,42 @@ CURVE_COLUMNS = ("study", "trial_id", "split", "pattern", "fill", "condition", "
                  "seed", "train_seed", "metric", "value", *LINEAGE, "config", "schema_version")
 SUMMARY_COLUMNS = ("study", "trial_id", "split", "pattern", "fill", "subset", "metric", "auilc",
                    "auilc_std", "n_seeds", *LINEAGE, "config", "schema_version")
+
+# ---- comparisons (affectune.compare): every method on one protocol, retrained over train seeds
+COMPARISON_COLUMNS = ("comparison", "dataset", "fingerprint", "task", "primary_metric", "methods",
+                      "train_seeds", "mask_seeds", "splits", "sources", "protocol", "code_version",
+                      "created", "schema_version")
+"""One row per comparison. methods, train_seeds, mask_seeds, splits: JSON lists; sources: JSON
+{method: {"source": "study" | "preset" | "defaults", "study", "trial_id", "preset"}} (the lineage);
+protocol: JSON (patterns, fills, rates, subsets, headline column, seed test, bootstrap size)."""
+COMPARISON_RUN_COLUMNS = ("comparison", "method", "train_seed", "source", "source_study", "source_trial",
+                          "config", "num_parameters", "best_epoch", "wall_time_s", "dataset", "fingerprint",
+                          "code_version", "schema_version")
+"""One row per (method, train seed): the config trained (JSON), where it came from, its size, the
+best epoch chosen on validation, plus that epoch's val_* / valmask_* metric columns."""
+COMPARISON_CURVE_COLUMNS = ("comparison", "method", "train_seed", "split", "condition", "subset", "rate",
+                            "seed", "pattern", "fill", "metric", "value", "schema_version")
+"""The robustness grid of every run, as in `curves` (seed = mask seed; condition intra | inter)."""
+COMPARISON_TABLE_COLUMNS = ("comparison", "table", "split", "method", "subset", "metric", "mean", "std",
+                            "n_seeds", "best", "schema_version")
+"""Cells of the printed tables, mean and std (ddof=1) over train seeds. table "auilc": DQF Table 2
+(subset = the missing subset, mean of the AUILC); "inter": UMDF Table 1 (subset = the AVAILABLE
+modalities, the metric under that condition). best: the best mean of its (table, split, subset,
+metric) column, by the metric's direction."""
+COMPARISON_SIGNIFICANCE_COLUMNS = ("comparison", "split", "method", "reference", "table", "subset", "metric",
+                                   "diff", "seed_test", "seed_p", "seed_effect", "n_seeds", "bootstrap_p",
+                                   "bootstrap_ci_low", "bootstrap_ci_high", "n_boot", "schema_version")
+"""Each method against the best (reference) on the headline column (table, subset, metric): diff =
+method - reference (mean over seeds); seed_test (e.g. "paired t"), its two-sided p and effect size
+(Cohen's d_z) over train seeds; the paired bootstrap over test samples: two-sided p and the 95%
+percentile interval of the difference. The reference's own row has NaN tests."""
 _COLUMNS = {"studies": STUDY_COLUMNS, "trials": TRIAL_COLUMNS, "curves": CURVE_COLUMNS,
-            "summary": SUMMARY_COLUMNS}
+            "summary": SUMMARY_COLUMNS, "comparisons": COMPARISON_COLUMNS,
+            "comparison_runs": COMPARISON_RUN_COLUMNS, "comparison_curves": COMPARISON_CURVE_COLUMNS,
+            "comparison_tables": COMPARISON_TABLE_COLUMNS,
+            "comparison_significance": COMPARISON_SIGNIFICANCE_COLUMNS}
+_PARTITION = {table: "comparison" for table in _COLUMNS if table.startswith("comparison")}
+"""Partition key of each table ("study" unless named here)."""
 _METRIC_PREFIXES = ("val_", "valmask_", "objective", "best_")
 
 
@@ -108,7 +153,8 @@ class StudyStore:
 
     # ------------------------------------------------------------------ paths and raw IO
     def _dir(self, table: str, study: str) -> str:
-        return f"{self.base.rstrip('/')}/{table}/study={_check_name('study', study)}"
+        key = _PARTITION.get(table, "study")
+        return f"{self.base.rstrip('/')}/{table}/{key}={_check_name(key, study)}"
 
     def _write(self, table: str, study: str, filename: str, frame: pd.DataFrame) -> str:
         """Write `frame` to <table>/study=<study>/<filename> atomically; return the path."""
@@ -316,6 +362,76 @@ class StudyStore:
             return None
         return frame.iloc[0].to_dict() if len(frame) else None
 
+    # ------------------------------------------------------------------ comparisons (writers)
+    def write_comparison(self, row: dict) -> str:
+        """Write (or replace) a comparison's row (see COMPARISON_COLUMNS; JSON fields may be given as
+        Python lists/dicts). Needs comparison, dataset, fingerprint, task, primary_metric, methods."""
+        row = dict(row)
+        name = _check_name("comparison", row.get("comparison"))
+        for key in ("dataset", "fingerprint", "task", "primary_metric", "methods"):
+            if not row.get(key):
+                raise StoreError(f"comparisons/{name}: field {key!r} is required")
+        if not row.get("code_version"):
+            from affectune import code_version
+            row["code_version"] = code_version()
+        created = pd.Timestamp(row.get("created") or pd.Timestamp.now(tz="UTC"))
+        row["created"] = created.tz_convert("UTC") if created.tzinfo else created.tz_localize("UTC")
+        for key in ("methods", "train_seeds", "mask_seeds", "splits", "sources", "protocol"):
+            row[key] = _json(row.get(key))
+        row["schema_version"] = SCHEMA_VERSION
+        return self._write("comparisons", name, "comparison.parquet", pd.DataFrame([row]))
+
+    def write_comparison_run(self, comparison: str, row: dict, curves: pd.DataFrame) -> tuple[str, str]:
+        """Write one (method, train seed) run: its row (COMPARISON_RUN_COLUMNS plus val_* metrics)
+        and its robustness-grid curves; idempotent per run. Returns the two paths."""
+        row = dict(row, comparison=_check_name("comparison", comparison))
+        method = _check_name("method", row.get("method"))
+        where = f"comparison_runs/{comparison}/{method}"
+        missing = [k for k in ("train_seed", "config", "source", "dataset", "fingerprint") if row.get(k) is None]
+        if missing:
+            raise StoreError(f"{where}: fields {missing} are required")
+        seed = int(row["train_seed"])
+        row.update(train_seed=seed, config=_json(row["config"]), schema_version=SCHEMA_VERSION)
+        for key in ("source_study", "source_trial", "num_parameters", "best_epoch", "wall_time_s"):
+            row.setdefault(key, None)
+        if not row.get("code_version"):
+            from affectune import code_version
+            row["code_version"] = code_version()
+        for key in list(row):
+            if key.startswith(("val_", "valmask_")) or key == "wall_time_s":
+                row[key] = _float_or_none(row[key])
+        if not isinstance(curves, pd.DataFrame) or curves.empty:
+            raise StoreError(f"{where} seed {seed}: expected a non-empty curves DataFrame")
+        curves = curves.assign(comparison=comparison, method=method, train_seed=seed,
+                               schema_version=SCHEMA_VERSION)
+        absent = [c for c in COMPARISON_CURVE_COLUMNS if c not in curves.columns]
+        if absent:
+            raise StoreError(f"comparison_curves/{comparison}/{method} seed {seed}: missing columns {absent}")
+        filename = f"run={method}__seed{seed}.parquet"
+        return (self._write("comparison_runs", comparison, filename, pd.DataFrame([row])),
+                self._write("comparison_curves", comparison, filename, curves))
+
+    def write_comparison_tables(self, comparison: str, tables: pd.DataFrame,
+                                significance: pd.DataFrame) -> tuple[str, str]:
+        """Write (replace) a comparison's table cells and significance rows."""
+        _check_name("comparison", comparison)
+        paths = []
+        for table, frame, filename in (("comparison_tables", tables, "tables.parquet"),
+                                       ("comparison_significance", significance, "significance.parquet")):
+            frame = frame.assign(comparison=comparison, schema_version=SCHEMA_VERSION)
+            absent = [c for c in _COLUMNS[table] if c not in frame.columns]
+            if absent or frame.empty:
+                raise StoreError(f"{table}/{comparison}: " + (f"missing columns {absent}" if absent else "no rows"))
+            paths.append(self._write(table, comparison, filename, frame[list(_COLUMNS[table])]))
+        return paths[0], paths[1]
+
+    def delete_comparison(self, comparison: str) -> None:
+        """Remove every table file of a comparison (before it is run again under the same name)."""
+        for table in _PARTITION:
+            directory = self._dir(table, comparison)
+            if self.fs.get_file_info(directory).type == pafs.FileType.Directory:
+                self.fs.delete_dir(directory)
+
     # ------------------------------------------------------------------ artifacts
     def put_artifact(self, local_path: str, study: str, trial_id: str, name: str) -> str:
         """Copy a local file to <root>/artifacts/study=<study>/<trial_id>/<name> (atomic locally);
@@ -351,6 +467,26 @@ class StudyStore:
     def summary(self, study: str | None = None) -> pd.DataFrame:
         """AUILC per subset and metric of the evaluated trials (see SUMMARY_COLUMNS)."""
         return self._read("summary", study)
+
+    def comparisons(self, comparison: str | None = None) -> pd.DataFrame:
+        """One row per comparison (see COMPARISON_COLUMNS; decode the JSON fields with json.loads)."""
+        return self._read("comparisons", comparison)
+
+    def comparison_runs(self, comparison: str | None = None) -> pd.DataFrame:
+        """One row per (comparison, method, train seed) (see COMPARISON_RUN_COLUMNS)."""
+        return self._read("comparison_runs", comparison)
+
+    def comparison_curves(self, comparison: str | None = None) -> pd.DataFrame:
+        """Robustness-grid points of every run of the comparison(s) (see COMPARISON_CURVE_COLUMNS)."""
+        return self._read("comparison_curves", comparison)
+
+    def comparison_tables(self, comparison: str | None = None) -> pd.DataFrame:
+        """The tables' cells: mean ± std over train seeds, best per column (COMPARISON_TABLE_COLUMNS)."""
+        return self._read("comparison_tables", comparison)
+
+    def comparison_significance(self, comparison: str | None = None) -> pd.DataFrame:
+        """Each method against the best on the headline column (COMPARISON_SIGNIFICANCE_COLUMNS)."""
+        return self._read("comparison_significance", comparison)
 
 
 def _is_missing(value: Any) -> bool:

@@ -18,7 +18,9 @@ the validation split (`valmask_<metric>`, identical masks for every method), kee
 checkpoint by the selection metric (by default the task's primary metric on the masked set, so
 selection rewards robustness), stops early after `patience` epochs without improvement, and calls
 `reporter(metrics, checkpoint_dir_or_None)`; `metrics["stop"]` is True on the last epoch the loop
-runs (the one copy of the stopping rule). The test split is never read here.
+runs (the one copy of the stopping rule). The test split is never read here. A caller may also
+pass `should_stop` (e.g. Tune stopping an in-process trial): the loop checks it between batches
+and raises `TrainingStopped`, so the thread that runs it leaves torch code within one batch.
 
 Data parallel: if torch.distributed is initialised (e.g. inside Ray Train workers), each rank
 trains on its DistributedSampler shard through DistributedDataParallel, validation is sharded and
@@ -52,6 +54,11 @@ from affectune.missing import FILLS, PATTERNS, frame_mask, parse_subset
 from affectune.models.base import EpochContext, EvalContext, FitContext, PredictFn
 
 Reporter = Callable[[dict, "str | None"], None]
+
+
+class TrainingStopped(Exception):
+    """The caller's `should_stop()` became true: the loop ended between two batches (no result)."""
+
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -316,7 +323,7 @@ def predict_split(model, data: TensorSplit, batch_size: int, rank: int = 0, worl
     fn = fn or model.predict
     bounds = np.linspace(0, len(data), world_size + 1).astype(np.int64)
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
-    parts = [fn(data.batch(slice(s, min(s + batch_size, hi)))).float()
+    parts = [fn(data.batch(slice(s, min(s + batch_size, hi))).trimmed()).float()
              for s in range(lo, hi, batch_size)]
     parts = [p.reshape(p.shape[0], -1) for p in parts]
     width = parts[0].shape[1] if parts else 0
@@ -496,6 +503,13 @@ class _Run:
     direction: str
     ckpt_dir: Path | None
     scaler: torch.amp.GradScaler
+    should_stop: Callable[[], bool] | None = None
+
+    def check_stop(self, epoch: int) -> None:
+        """Raise TrainingStopped when the caller asked the loop to stop (single-process runs only:
+        under data parallelism every rank must take part in each collective, so no rank leaves alone)."""
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingStopped(f"stop requested during epoch {epoch}")
 
     def autocast(self):
         """Mixed precision for the training forward and losses (a no-op context for fp32)."""
@@ -604,6 +618,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     sums: dict[str, torch.Tensor] = {}
     seen = torch.zeros((), device=run.device)
     for batch in run.batches:
+        run.check_stop(epoch)
         views = run.model.train_policy(batch, run.policy_gen)
         for k in range(run.model.steps_per_batch):
             with run.autocast():
@@ -669,14 +684,21 @@ def _run_epoch(run: _Run, epoch: int, selection: _Selection) -> tuple[dict, str 
 
 
 def train_loop(config: dict, reporter: Reporter | None = None, *, dataset: Dataset | None = None,
-               resume_from: str | Path | None = None) -> TrainOutcome:
+               resume_from: str | Path | None = None, should_stop: Callable[[], bool] | None = None
+               ) -> TrainOutcome:
     """Train one config; see the module docstring. `dataset` skips loading `config["dataset"]`
     (tests, benchmarks and callers that already hold it). `resume_from` (a `latest.pt` or the
     directory holding it) continues an interrupted run after its last finished epoch; the
-    reporter sees only the epochs run here, `history` holds all of them."""
+    reporter sees only the epochs run here, `history` holds all of them. `should_stop` (checked
+    before every batch; single-process runs only) ends the run with `TrainingStopped`."""
     started = time.perf_counter()
     cfg = TrainConfig.from_dict(config)
     run = _prepare(cfg, dataset)
+    if should_stop is not None:
+        if run.world > 1:
+            raise ValueError("should_stop is for single-process runs: under data parallelism a rank "
+                             "that stops alone would leave the others waiting in a collective")
+        run.should_stop = should_stop
     selection = _Selection(run.direction, cfg.patience)
     done, history = restore_resume_state(run, selection, resume_from) if resume_from else (0, [])
     finished = bool(history) and bool(history[-1].get("stop"))

@@ -58,30 +58,19 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=d.get("name", f"{method}-search"), help="study name (store partition)")
-    p.add_argument("--dataset", default=d.get("dataset", "synthetic:mosi"),
-                   help="synthetic preset (synthetic:mosi|mosei|iemocap|meld[?opts]) or mmsa:/path, merbench:/dir")
-    p.add_argument("--scale", type=float, default=None,
-                   help=f"synthetic only: dataset size as a fraction of the preset (adds ?scale=; "
-                        f"default {d.get('synthetic_scale', 1.0):g} for synthetic sources)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="synthetic only: about this many train+valid+test samples (sets scale)")
+    add_dataset_flags(p, d)
     p.add_argument("--space", choices=spaces, default=d.get("space", "paper" if "paper" in spaces else spaces[0]),
                    help="search space (registered in the method's model file)")
     p.add_argument("--preset", choices=sorted(model_class(method).presets) or None, default=None,
                    help="start from the method's named train config (e.g. paper) instead of its study defaults")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs per trial (default: the method's)")
-    p.add_argument("--patience", type=int, default=None,
-                   help="epochs without improvement before a trial stops early (default: the method's; "
-                        "--set patience=null never stops early)")
-    p.add_argument("--hidden", type=int, default=None, help="model hidden size (default: the method's)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the method's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any train or model config field of the base config (JSON value); repeatable")
+    add_base_flags(p)
     p.add_argument("--trials", type=int, default=d["trials"], help="trials the searcher proposes")
     p.add_argument("--concurrent", type=int, default=d["concurrent"], help="trials at the same time")
     p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
                    help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
+                   help="ASHA: epochs every trial runs before it may be stopped early (default: a quarter "
+                        "of --epochs, at least 2; see docs/studies.md)")
     _add_evaluation_flags(p, d)
     p.add_argument("--seed", type=int, default=0)
     _add_ray_flags(p)
@@ -91,8 +80,32 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
                         "the grid and the store")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output (banner, tables, hints)")
-    p.set_defaults(synthetic_scale=d.get("synthetic_scale"))
     return p
+
+
+def add_dataset_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    """--dataset, --scale, --samples (read back with `_dataset_source(args)`)."""
+    p.add_argument("--dataset", default=d.get("dataset", "synthetic:mosi"),
+                   help="synthetic preset (synthetic:mosi|mosei|iemocap|meld[?opts]) or mmsa:/path, merbench:/dir")
+    p.add_argument("--scale", type=float, default=None,
+                   help=f"synthetic only: dataset size as a fraction of the preset (adds ?scale=; "
+                        f"default {d.get('synthetic_scale', 1.0):g} for synthetic sources)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="synthetic only: about this many train+valid+test samples (sets scale)")
+    p.set_defaults(synthetic_scale=d.get("synthetic_scale"))
+
+
+def add_base_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the method's base train config (read back with `apply_base_flags`)."""
+    p.add_argument("--epochs", type=int, default=None, help="max epochs per trial (default: the method's)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without improvement before a trial stops early (default: the method's; "
+                        "--set patience=null never stops early)")
+    p.add_argument("--hidden", type=int, default=None, help="model hidden size (default: the method's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the method's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any train or model config field of the base config (JSON value); repeatable")
 
 
 def _add_ray_flags(p: argparse.ArgumentParser) -> None:
@@ -120,10 +133,14 @@ def _add_evaluation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     from affectune.train_cli import DeprecatedAlias
 
     p.add_argument("--top-k", type=int, default=1, help="configs selected on validation (single objective)")
-    p.add_argument("--train-seeds", type=_seeds, default=d["train_seeds"],
-                   help="train seeds of the final evaluation of the selected configs")
+    add_grid_flags(p, d, "train seeds of the final evaluation of the selected configs")
     p.add_argument("--eval-seeds", type=_seeds, dest="train_seeds", action=DeprecatedAlias, new="--train-seeds",
                    help=argparse.SUPPRESS)
+
+
+def add_grid_flags(p: argparse.ArgumentParser, d: dict, train_seeds_help: str) -> None:
+    """--train-seeds, --mask-seeds, --eval-splits: the seeds and splits of a final evaluation."""
+    p.add_argument("--train-seeds", type=_seeds, default=d["train_seeds"], help=train_seeds_help)
     p.add_argument("--mask-seeds", type=_seeds, default=d["mask_seeds"], help="mask seeds of the test grid")
     p.add_argument("--eval-splits", type=_splits, default=None,
                    help="splits of the final robustness grid (default: test, plus ood when the dataset has it)")
@@ -161,18 +178,24 @@ def base_config_from_args(method: str, args) -> dict:
     """The trials' base train config: the method's `study_defaults` (or `--preset NAME`), then the
     flags given (`--epochs`, `--lr`, ...), then `--set` pairs; routed by `route_overrides`."""
     from affectune.models import model_class
+
+    cls = model_class(method)
+    try:
+        start = cls.preset(args.preset, args.dataset) if args.preset else cls.study_defaults
+        return apply_base_flags(method, start, args)
+    except KeyError as e:
+        raise SystemExit(f"error: {e.args[0]}") from None
+
+
+def apply_base_flags(method: str, start: dict, args) -> dict:
+    """`start` (a partial train config) routed, then the base flags given, then `--set` pairs."""
     from affectune.search_spaces import route_overrides
     from affectune.train_cli import parse_value
 
-    cls = model_class(method)
     flags = {k: getattr(args, k) for k in BASE_FLAGS if getattr(args, k) is not None}
     pairs = dict(item.partition("=")[::2] for item in args.set)
-    try:
-        start = cls.preset(args.preset, args.dataset) if args.preset else cls.study_defaults
-        config = route_overrides(method, route_overrides(method, {}, start), flags)
-        return route_overrides(method, config, {k.strip(): parse_value(v) for k, v in pairs.items()})
-    except KeyError as e:
-        raise SystemExit(f"error: {e.args[0]}") from None
+    config = route_overrides(method, route_overrides(method, {}, start), flags)
+    return route_overrides(method, config, {k.strip(): parse_value(v) for k, v in pairs.items()})
 
 
 def _apply_smoke_test(method: str, args) -> None:
@@ -199,6 +222,7 @@ def spec_from_args(method: str, args) -> StudySpec:
         name=args.name, method=method, dataset=_dataset_source(args), search_space=args.space,
         base_config=base_config_from_args(method, args),
         num_trials=args.trials, max_concurrent=args.concurrent, objectives=tuple(objectives),
+        grace_period=args.grace_period,
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, resources_per_worker=args.worker_resources,
         execution=args.execution, storage=args.storage, ray_storage_path=args.ray_storage,

@@ -41,7 +41,7 @@ import pandas as pd
 
 from affectune.metrics import pareto_front
 from affectune.studies.spec import StudySpec, check_store_shared
-from affectune.studies.trial import TrialContext, search_view, trial_trainable
+from affectune.studies.trial import CleanStop, TrialContext, search_view, trial_trainable
 
 
 @dataclass
@@ -332,7 +332,6 @@ def _search(study: _Study, resume: bool) -> int:
 def _tune_config(study: _Study):
     """OptunaSearch on the space (best-so-far objectives, see the module docstring) and ASHA."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     spec, objectives = study.spec, study.objectives
@@ -344,11 +343,19 @@ def _tune_config(study: _Study):
         mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,
         sampler=_sampler(study.space, spec),
     )
-    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=first_metric, mode=first_mode,
-                               max_t=epochs, grace_period=min(spec.grace_period, epochs),
-                               reduction_factor=spec.reduction_factor) if spec.use_asha else None)
+    scheduler = (asha_scheduler(first_metric, first_mode, epochs, spec.resolved_grace_period(epochs),
+                                spec.reduction_factor) if spec.use_asha else None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
                            max_concurrent_trials=spec.max_concurrent)
+
+
+def asha_scheduler(metric: str, mode: str, max_epochs: int, grace_period: int, reduction_factor: int):
+    """The study's early-stopping rule: Ray's ASHA on `metric` per epoch (training_iteration), rungs
+    at grace_period * reduction_factor**k; the search-efficiency benchmark replays this very object."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_epochs,
+                         grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 def _max_epochs(study: _Study) -> int:
@@ -417,6 +424,7 @@ def _with_resources(spec: StudySpec, execution: str, trainable):
     if execution == "train":
         # The trial itself only coordinates: a sliver of CPU, so N workers x cpus_per_worker fit.
         return tune.with_resources(trainable, {"cpu": 0.01})
+    trainable.__mixins__ = (CleanStop,)  # a stopped trial's actor waits for its loop to leave torch
     resources = {"cpu": spec.cpus_per_worker, **spec.resources_per_worker}
     if spec.gpus_per_worker:
         resources["gpu"] = spec.gpus_per_worker

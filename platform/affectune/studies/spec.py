@@ -15,6 +15,14 @@ MODES = ("max", "min")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def default_grace_period(epochs: int) -> int:
+    """ASHA's default grace period for trials of `epochs` epochs: a quarter of the budget, at least
+    2 (capped at the budget). After one epoch most configs still sit on the same plateau, within the
+    spread one config shows over training seeds, so a stop there is noise; the search-efficiency
+    benchmark (benchmarks/search.py, docs/studies.md) chose this rule."""
+    return min(epochs, max(2, epochs // 4))
+
+
 @dataclass
 class StudySpec:
     """One hyper-parameter study. Checked on construction; every field has a working default."""
@@ -40,8 +48,9 @@ class StudySpec:
     drives ASHA and top-k selection; several make the search multi-objective (Pareto set)."""
     use_asha: bool = True
     """Stop poor trials early with ASHA on the first objective (per epoch)."""
-    grace_period: int = 1
-    """ASHA: epochs every trial runs before it may be stopped."""
+    grace_period: int | None = None
+    """ASHA: epochs every trial runs before it may be stopped; None = `default_grace_period` of the
+    trials' epoch budget (a quarter of it, at least 2; docs/studies.md says why)."""
     reduction_factor: int = 2
     """ASHA: keep 1/reduction_factor of the trials at each rung."""
     workers_per_trial: int = 1
@@ -111,7 +120,8 @@ class StudySpec:
             need(mode in (None, *MODES), f"objective {metric!r}: mode must be 'max', 'min' or None")
         need(len({m for m, _ in objectives}) == len(objectives), "objective metrics must be distinct")
         self.objectives = objectives
-        need(self.grace_period >= 1, f"grace_period must be >= 1, got {self.grace_period}")
+        need(self.grace_period is None or (isinstance(self.grace_period, int) and self.grace_period >= 1),
+             f"grace_period must be an int >= 1 or None (the default for the epoch budget), got {self.grace_period!r}")
         need(self.reduction_factor >= 2, f"reduction_factor must be >= 2, got {self.reduction_factor}")
         need(self.workers_per_trial >= 1, f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
         need(self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
@@ -154,6 +164,10 @@ class StudySpec:
                  f"eval_splits must be distinct and non-empty, got {self.eval_splits}")
             need(not {"train", "valid"} & set(self.eval_splits),
                  f"eval_splits must not name the search's splits (train, valid), got {self.eval_splits}")
+
+    def resolved_grace_period(self, epochs: int) -> int:
+        """The grace period ASHA uses for trials of `epochs` epochs (never more than `epochs`)."""
+        return min(epochs, self.grace_period or default_grace_period(epochs))
 
     @property
     def resolved_execution(self) -> str:

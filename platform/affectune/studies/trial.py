@@ -8,6 +8,11 @@ killed without a chance to write), then "completed" with the persisted best chec
 loop returns. The Tune function writes "failed" (with the error) when an attempt raises, then
 re-raises so Tune retries; `attempts` counts the attempts.
 
+When Tune stops an in-process trial (ASHA, Ctrl-C), `CleanStop` makes the stop clean: the loop
+leaves torch code at the next batch (`should_stop`) and the trial's actor waits for its training
+thread to end before it exits, so no thread is still in torch at interpreter exit (a daemon thread
+in torch code at exit aborts the process with SIGABRT, which Ray prints as a stack trace).
+
 Workers only ever receive the validation-only view of the dataset (`SearchView`): the test split
 is not in the object they get, and asking for it raises `TestSplitAccess`.
 """
@@ -19,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -86,6 +92,37 @@ class TrialContext:
     train_max_failures: int = 1  # Ray Train worker-group restarts per trial attempt (from latest.pt)
 
 
+_STOP_REQUESTED = threading.Event()
+"""Set in a trial's actor when Tune stops the trial; the in-process loop reads it between batches."""
+
+STOP_JOIN_TIMEOUT_S = 120.0
+"""How long a stopping in-process trial waits for its training thread (one batch, normally)."""
+
+
+class CleanStop:
+    """A mixin for Tune's function trainable of in-process trials (set as `__mixins__`, which
+    `ray.tune`'s `wrap_function` adds to the generated class).
+
+    Tune's own cleanup (ray/tune/trainable/function_trainable.py, `FunctionTrainable.cleanup`)
+    releases the training thread and returns without waiting for it (`session.finish(timeout=0)`);
+    the actor then exits (`__ray_terminate__`) while that daemon thread may still be unwinding or
+    in torch code. Here the stop is requested from the loop first and the thread is joined."""
+
+    def cleanup(self):
+        from ray.train._internal.session import get_session, shutdown_session
+
+        _STOP_REQUESTED.set()
+        session = get_session()
+        try:
+            session.finish(timeout=STOP_JOIN_TIMEOUT_S)  # raises what training raised, as Tune's does
+        finally:
+            session._report_thread_runner_error()
+            if session.training_started and session.training_thread.is_alive():
+                print(f"[affectune] the trial's training thread did not end within {STOP_JOIN_TIMEOUT_S:.0f} s "
+                      "of the stop", flush=True)
+            shutdown_session()
+
+
 def _store(ctx: TrialContext):
     from affectune.store import open_store
 
@@ -130,7 +167,7 @@ def _row(ctx: TrialContext, trial_id: str, params: dict, config: dict, tracker: 
     row = {"trial_id": trial_id, "status": status, "params": params, "config": config,
            "seed": config.get("seed", ctx.seed), "method": ctx.method, "dataset": ctx.dataset_source,
            "fingerprint": ctx.fingerprint, "code_version": ctx.code_version, "node_id": _node_id(),
-           "wall_time_s": time.time() - started, "attempts": attempts, "phase": ctx.phase}
+           "wall_time_s": time.time() - started, "started_at": started, "attempts": attempts, "phase": ctx.phase}
     if tracker is not None:
         row.update(epochs_run=len(tracker.curve), learning_curve=tracker.curve,
                    num_parameters=tracker.num_parameters)
@@ -173,7 +210,8 @@ def run_worker(worker_config: dict) -> None:
             for past in torch_load_history(resume_from):  # the curve keeps each epoch once
                 tracker.update(past)
         train_loop({**worker_config["config"], "checkpoint_dir": local_ckpt}, _reporter(ctx, tracker, rows),
-                   dataset=dataset, resume_from=resume_from)
+                   dataset=dataset, resume_from=resume_from,
+                   should_stop=_STOP_REQUESTED.is_set if ctx.execution == "in_process" else None)
         if rows is not None:
             rows.finish(tracker)  # normally already done at the last report; cheap and idempotent
     finally:
@@ -291,8 +329,10 @@ def trial_trainable(params: dict, *, ctx: TrialContext, refs: dict) -> None:
     import ray
 
     from affectune.search_spaces import apply_params
+    from affectune.train import TrainingStopped
 
     started = time.time()
+    _STOP_REQUESTED.clear()  # a new trial in this actor
     tune_ctx = ray.tune.get_context()
     trial_id = tune_ctx.get_trial_id()
     params = dict(params)
@@ -331,6 +371,8 @@ def trial_trainable(params: dict, *, ctx: TrialContext, refs: dict) -> None:
             run_worker(worker_config)
         else:
             _fit_with_ray_train(ctx, trial_id, worker_config)
+    except TrainingStopped:
+        return  # Tune stopped the trial mid-epoch (CleanStop): its last "stopped" row stays the final one
     except Exception as exc:
         if _stopped_by_tune(exc):
             raise  # ASHA/Tune stopped the trial: its last "stopped" row stays the final one

@@ -1,0 +1,106 @@
+"""The shared attention (models/layers.py) against a plain reference: fused and explicit paths,
+padding masks, samples without any valid key, dropout; and batches trimmed to their longest sample."""
+
+import math
+
+import pytest
+import torch
+
+from affectune.models import layers as L
+
+
+def reference_attention(q, k, v, key_valid):
+    """Textbook softmax(q k^T / sqrt(e)) v per head with padded keys at -inf; keyless rows -> 0."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, Tq, Tk)
+    scores = scores.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # a keyless row is all -inf -> NaN -> 0
+    return weights @ v, weights
+
+
+def random_qkv(B=4, h=2, Tq=5, Tk=7, e=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, h, T, e, generator=g, dtype=torch.float64) for T in (Tq, Tk, Tk))
+    key_valid = torch.tensor([[True] * 7, [True] * 3 + [False] * 4, [False, True, False, True, True, False, False],
+                              [False] * 7])  # full, prefix, holes, no valid key
+    return q, k, v, key_valid
+
+
+@pytest.mark.parametrize("need_weights", [False, True], ids=["fused", "explicit"])
+def test_attention_matches_reference_with_masks(need_weights):
+    q, k, v, key_valid = random_qkv()
+    has_key = key_valid.any(1)
+    allowed = (key_valid | ~has_key[:, None])[:, None, None, :]  # MultiHeadAttention's rule
+    got, weights = L.attention(q, k, v, allowed, 0.0, need_weights)
+    expected, expected_w = reference_attention(q, k, v, key_valid)
+    keep = has_key[:, None, None, None]  # keyless rows are zeroed by MultiHeadAttention, not here
+    torch.testing.assert_close(torch.where(keep, got, 0.0), expected, rtol=1e-10, atol=1e-10)
+    if need_weights:
+        torch.testing.assert_close(torch.where(keep, weights, 0.0), expected_w, rtol=1e-10, atol=1e-10)
+        assert weights[1, :, :, 3:].abs().max() == 0  # padded keys get exactly zero weight
+    else:
+        assert weights is None
+
+
+def test_module_fused_and_explicit_paths_agree_in_training_without_dropout():
+    torch.manual_seed(0)
+    attn = L.MultiHeadAttention(8, 2, dropout=0.0).train()
+    q, kv = torch.randn(4, 5, 8), torch.randn(4, 7, 8)
+    _, _, _, key_valid = random_qkv()
+    fused = attn(q, kv, kv, key_valid)
+    explicit, _ = attn(q, kv, kv, key_valid, need_weights=True)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+    assert fused[3].abs().max() == 0  # the keyless sample
+
+
+def test_attention_dropout_is_unbiased_and_keeps_masks():
+    """Explicit path with dropout: its mean over draws is the dropout-free output (inverted
+    dropout), padded keys never get weight, and a keyless sample stays finite with zero output."""
+    torch.manual_seed(0)
+    attn = L.MultiHeadAttention(8, 2, dropout=0.3).train()
+    q = torch.randn(4, 5, 8, requires_grad=True)
+    kv = torch.randn(4, 7, 8, requires_grad=True)
+    _, _, _, key_valid = random_qkv()
+    n = 400  # independent draws in one call: the batch repeated n times
+    draws = attn(q.repeat(n, 1, 1), kv.repeat(n, 1, 1), kv.repeat(n, 1, 1), key_valid.repeat(n, 1))
+    draws = draws.view(n, *q.shape)  # (n, B, Tq, d)
+    clean = attn.eval()(q, kv, kv, key_valid)
+    assert (draws[0] - clean).abs().max() > 1e-3  # dropout is really on in training
+    torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.05)
+    attn.train()
+    out = attn(q, kv, kv, key_valid)
+    assert torch.isfinite(out).all() and out[3].abs().max() == 0
+    out.square().sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(kv.grad).all()
+    assert kv.grad[1, 3:].abs().max() == 0  # padded keys of sample 1 get no gradient
+
+
+def test_attention_under_bf16_autocast_is_finite():
+    torch.manual_seed(0)
+    attn = L.MultiHeadAttention(8, 2, dropout=0.2).train()
+    q, kv = torch.randn(4, 5, 8), torch.randn(4, 7, 8)
+    _, _, _, key_valid = random_qkv()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for module in (attn.train(), attn.eval()):  # explicit (dropout) and fused paths
+            out = module(q, kv, kv, key_valid)
+            assert torch.isfinite(out.float()).all() and out[3].abs().max() == 0
+
+
+def test_batches_are_trimmed_to_their_longest_sample():
+    """Training and evaluation batches end at the batch's last valid frame per modality (at least
+    one frame); features, masks and tokens are cut alike and nothing valid is lost."""
+    from affectune.data import load
+    from affectune.loader import EpochBatches, preload
+
+    data = preload(load("synthetic:mosi?scale=0.02&aligned=0&ood=0"), "train")
+    lengths = {m: torch.as_tensor(data.lengths[m]) for m in data.lengths}
+    batches = list(EpochBatches(data, 8, seed=0)) + list(data.batches(8))
+    assert any(b.audio.shape[1] < data.features["audio"].shape[1] for b in batches)  # something was cut
+    for b in batches:
+        for m in data.lengths:
+            longest = int(lengths[m][b.index].max())
+            assert b.features(m).shape[1] == b.valid[m].shape[1] == b.dropped[m].shape[1] == max(1, longest)
+            assert torch.equal(b.features(m), data.features[m][b.index, :max(1, longest)])
+        assert b.tokens.shape == b.valid["text"].shape
+    empty = data.batch(torch.tensor([0])).replace(valid={m: torch.zeros_like(v) for m, v in
+                                                         data.batch(torch.tensor([0])).valid.items()})
+    assert all(empty.trimmed().features(m).shape[1] == 1 for m in data.lengths)  # never zero frames

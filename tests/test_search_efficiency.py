@@ -1,0 +1,80 @@
+"""ASHA's grace period (the default rule, the flag, the scheduler the study builds) and the tabular
+search-efficiency benchmark's replay (benchmarks/search.py) on a hand-made table. No Ray session."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from affectune.studies.runner import asha_scheduler
+from affectune.studies.spec import StudySpec, default_grace_period
+
+
+def test_default_grace_period_is_a_quarter_of_the_budget_at_least_two():
+    assert {e: default_grace_period(e) for e in (1, 2, 4, 6, 8, 12, 20, 100)} == \
+        {1: 1, 2: 2, 4: 2, 6: 2, 8: 2, 12: 3, 20: 5, 100: 25}
+    assert StudySpec(name="a", method="dqf").resolved_grace_period(6) == 2
+    assert StudySpec(name="a", method="dqf", grace_period=3).resolved_grace_period(6) == 3
+    assert StudySpec(name="a", method="dqf", grace_period=9).resolved_grace_period(4) == 4  # never past the budget
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="grace_period must be an int >= 1 or None"):
+            StudySpec(name="a", method="dqf", grace_period=bad)
+
+
+class _Trial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+def _stops(grace: int, epochs: int = 4) -> dict[str, int]:
+    """Epoch at which the study's ASHA stops each of six trials run one after another, each worse
+    than all before it at every epoch (the case ASHA stops most eagerly)."""
+    scheduler = asha_scheduler("objective", "min", epochs, grace, 2)
+    stopped = {}
+    for k in range(6):
+        trial = _Trial(f"t{k}")
+        scheduler.on_trial_add(None, trial)
+        for epoch in range(1, epochs + 1):
+            action = scheduler.on_trial_result(None, trial, {"training_iteration": epoch, "objective": 1.0 + k - 0.01 * epoch})
+            if action == TrialScheduler.STOP and epoch < epochs:
+                stopped[trial.trial_id] = epoch
+                break
+    return stopped
+
+
+def test_no_trial_is_stopped_before_the_grace_period():
+    # `studies/dqf_search.py --epochs 4`: default grace 2, so the earliest stop is after epoch 2
+    grace = StudySpec(name="a", method="dqf").resolved_grace_period(4)
+    assert grace == 2
+    assert _stops(grace) == {f"t{k}": 2 for k in range(1, 6)}  # all losers, none before epoch 2
+    assert _stops(1) == {f"t{k}": 1 for k in range(1, 6)}  # the old default stopped them after one epoch
+
+
+def _table(epochs=4):
+    """Two configs per dimension; config quality q = a + b (lower is better), curves fall to q."""
+    dims = {"a": [0.0, 0.2], "b": [0.0, 0.1]}
+    entries = {}
+    from benchmarks.search import point_key
+
+    for a, b in itertools.product(*dims.values()):
+        for seed in (0, 1):
+            curve = [1.0 - (1.0 - (0.5 + a + b)) * e / epochs + 0.01 * seed for e in range(1, epochs + 1)]
+            entries[f"{point_key({'a': a, 'b': b})}|{seed}"] = {"objective": curve, "select_metric": "valmask_mae"}
+    return {"dims": dims, "epochs": epochs, "train_seeds": [0, 1], "entries": entries}
+
+
+def test_replay_spends_the_grid_budget_and_respects_the_grace_period():
+    from benchmarks.search import replay
+
+    table = _table()
+    grid = replay(table, "grid", 1, budget=16)
+    assert sorted(str(r["point"]) for r in grid["rows"]) == sorted(
+        str({"a": a, "b": b}) for a, b in itertools.product([0.0, 0.2], [0.0, 0.1]))  # each point once
+    assert len(grid["trace"]) == 16 and grid["trace"][-1] == pytest.approx(0.51)  # best config, train seed 1
+    assert grid["pick"] == {"a": 0.0, "b": 0.0}
+    asha = replay(table, "tpe+asha default", 0, budget=16)
+    assert asha["grace"] == 2 and len(asha["trace"]) == 16
+    assert all(r["epochs_run"] >= 2 for r in asha["rows"][:-1])  # the last may be cut by the budget
+    assert all(b <= a for a, b in zip(asha["trace"], asha["trace"][1:]))  # best so far never worsens
