@@ -291,7 +291,7 @@ class TinyFusion(torch.nn.Module):
 def _inputs(split, removed=()):
     """Features, zero for removed modalities (rate 1.0 with zero fill), and valid-frame masks."""
     x = {m: torch.from_numpy(np.array(split.features(m))) * (m not in removed) for m in MODALITIES}
-    valid = {m: torch.arange(x[m].shape[1])[None] < torch.from_numpy(split.lengths[m])[:, None]
+    valid = {m: torch.arange(x[m].shape[1])[None] < torch.as_tensor(np.array(split.lengths[m]))[:, None]
              for m in MODALITIES}
     return x, valid
 
