@@ -113,6 +113,7 @@ def test_dqf_beats_late_fusion_on_tav_auilc_and_its_curve_does_not_rise(tmp_path
     curves = results["dqf"][1]
     mae = curves[curves.metric == "mae"].groupby("rate")["value"].mean()
     # DQF trains on masked inputs only and selection rewards the masked validation set, so at this
-    # 8-epoch budget its {t,a,v} curve is flat (0.703 at rate 0, 0.703 at 0.9 on seed 0); it must not
-    # be better with 90% of the frames missing than with none (beyond noise).
+    # 8-epoch budget its {t,a,v} curve can be flat; it must not be better with 90% of the frames
+    # missing than with none (beyond noise). Measured on seed 0: MAE 0.756 at rate 0, 1.009 at 0.9
+    # (AUILC 0.793 against late fusion's 0.843).
     assert mae[0.9] > mae[0.0] - 0.01

@@ -277,11 +277,16 @@ def test_merbench_regression_with_scale_and_folder_options(tmp_path):
 
 
 def test_merbench_refuses_pickled_labels_and_bad_files(tmp_path):
-    write_merbench(tmp_path, np.random.default_rng(2))
-    corpus = np.array([{"train_000": {"emo": "happy", "val": 1.0}}], dtype=object)
-    np.savez(tmp_path / "label.npz", train_corpus=corpus)
-    with pytest.raises(DatasetError, match="pickled objects"):
+    arrays, _ = write_merbench(tmp_path, np.random.default_rng(2))
+    np.savez(tmp_path / "label.npz", **arrays, train_extra=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DatasetError, match="pickled objects") as info:  # only *_corpus dicts are unpickled
         load(f"merbench:{tmp_path}")
+    assert info.value.field == "train_extra"
+    corpus = np.array([{"train_000": {"emo": "happy", "val": 1.0}}], dtype=object)  # a list, not a dict
+    np.savez(tmp_path / "label.npz", train_corpus=corpus)
+    with pytest.raises(DatasetError, match="expected a non-empty dict") as info:
+        load(f"merbench:{tmp_path}")
+    assert info.value.field == "train_corpus"
 
     write_merbench(tmp_path, np.random.default_rng(2))
     (tmp_path / "vision" / "test_002.npy").unlink()
@@ -302,3 +307,105 @@ def test_merbench_ids_cannot_escape_the_directory(tmp_path):
     np.savez(tmp_path / "label.npz", **arrays)
     with pytest.raises(DatasetError, match="not a plain file name"):
         load(f"merbench:{tmp_path}")
+
+
+# --- MERBench label files as distributed: pickled *_corpus dicts, features/<name>/ -----------
+FEATURES = {"text": "features/Baichuan-13B-Base-UTT", "audio": "features/chinese-hubert-large-UTT",
+            "vision": "features/clip-vit-large-patch14-UTT"}
+MER_FOLDERS = "&".join(f"{m}={folder}" for m, folder in FEATURES.items())
+
+
+def write_merbench_corpus(root, rng, corpora: dict[str, dict], dims=(5, 4, 3)):
+    """MERBench's layout: label.npz of pickled {sample: {"emo", "val"}} dicts (as its preprocess
+    scripts write them with np.savez_compressed) and utterance-level (D,) features."""
+    for corpus in corpora.values():
+        for name in corpus:
+            for (m, folder), d in zip(FEATURES.items(), dims):
+                (root / folder).mkdir(parents=True, exist_ok=True)
+                np.save(root / folder / f"{name}.npy", rng.standard_normal(d).astype(np.float32))
+    np.savez_compressed(root / "label.npz", **corpora)
+
+
+def meld_like(rng, sizes=(("train", 7), ("val", 3), ("test", 4))) -> dict[str, dict]:
+    """MELD as MERBench ships it: integer classes, 'val' -10 (no valence)."""
+    return {f"{split}_corpus": {f"{split}_dia{i}_utt{i % 2}": {"emo": int(rng.integers(0, 7)), "val": -10}
+                                for i in range(n)} for split, n in sizes}
+
+
+def test_merbench_corpus_dicts_load_with_feature_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    corpora = meld_like(rng)
+    write_merbench_corpus(tmp_path, rng, corpora)
+    ds = load(f"merbench:{tmp_path}?{MER_FOLDERS}")
+    assert ds.task == "classification" and ds.meta["labels"] == "corpus dicts"
+    assert set(ds.splits) == {"train", "valid", "test"}
+    assert ds.dims == {"text": 5, "audio": 4, "vision": 3} and ds.seq_lens == {m: 1 for m in FEATURES}
+    assert ds.num_classes == 1 + max(e["emo"] for c in corpora.values() for e in c.values())
+    for split, key in (("train", "train_corpus"), ("valid", "val_corpus"), ("test", "test_corpus")):
+        s = ds.splits[split]
+        assert s.ids.tolist() == list(corpora[key])  # the dict's order
+        assert s.label_cls.tolist() == [e["emo"] for e in corpora[key].values()]
+        for row, name in enumerate(s.ids):
+            for m, folder in FEATURES.items():
+                np.testing.assert_array_equal(s.features(m)[row, 0], np.load(tmp_path / folder / f"{name}.npy"))
+    assert ds.source == canonical_source(f"merbench:{tmp_path}?{MER_FOLDERS}")
+    assert "text=features/Baichuan-13B-Base-UTT" in ds.source
+
+
+def test_merbench_corpus_regression_and_mer2023_members(tmp_path):
+    rng = np.random.default_rng(1)
+    mosei = {f"{split}_corpus": {f"{split}_{i}": {"emo": 0, "val": float(v)}
+                                 for i, v in enumerate(rng.uniform(-3, 3, n).round(2))}
+             for split, n in (("train", 6), ("val", 2), ("test", 3))}
+    write_merbench_corpus(tmp_path / "mosei", rng, mosei)
+    ds = load(f"merbench:{tmp_path / 'mosei'}?{MER_FOLDERS}")  # 'emo' is a placeholder 0 -> regression
+    assert ds.task == "regression"
+    np.testing.assert_allclose(ds.splits["test"].label_reg, list(v["val"] for v in mosei["test_corpus"].values()),
+                               rtol=1e-6)
+
+    emos = ["worried", "happy", "neutral", "angry"]
+    mer = {f"{split}_corpus": {f"sample_{split}_{i}": {"emo": emos[(i + k) % 4], "val": 0.5 * i}
+                               for i in range(n)} for k, (split, n) in enumerate((("train", 6), ("test1", 3), ("test2", 2)))}
+    write_merbench_corpus(tmp_path / "mer", rng, mer)
+    with pytest.raises(DatasetError, match="no member val_corpus.*valid_corpus=") as info:
+        load(f"merbench:{tmp_path / 'mer'}?{MER_FOLDERS}")
+    assert info.value.split == "valid" and info.value.file.endswith("label.npz")
+    ds = load(f"merbench:{tmp_path / 'mer'}?{MER_FOLDERS}&valid_corpus=test2_corpus&test_corpus=test1_corpus")
+    assert ds.task == "classification" and ds.class_names == tuple(sorted(emos))
+    assert ds.splits["test"].ids.tolist() == list(mer["test1_corpus"])
+    assert [ds.class_names[k] for k in ds.splits["valid"].label_cls] == [e["emo"] for e in mer["test2_corpus"].values()]
+
+
+def test_merbench_corpus_naming_a_code_global_is_refused_unexecuted(tmp_path):
+    rng = np.random.default_rng(2)
+    corpora = meld_like(rng)
+    write_merbench_corpus(tmp_path, rng, corpora)
+    marker = tmp_path / "pwned"
+    corpora["val_corpus"]["val_dia0_utt0"]["emo"] = _Evil(marker)  # a crafted pickle: os.system
+    np.savez(tmp_path / "label.npz", **corpora)
+    with pytest.raises(DatasetError, match=r"refused to load global (posix|os|nt)\.system") as info:
+        load(f"merbench:{tmp_path}?{MER_FOLDERS}")
+    assert info.value.file == str(tmp_path / "label.npz") and info.value.field == "val_corpus"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ({"emo": [1, 2], "val": 0.0}, r"'emo' of sample 'train_dia0_utt0' is \[1, 2\]"),
+    ({"emo": 1.5, "val": 0.0}, "'emo' of sample 'train_dia0_utt0' is 1.5"),
+    ({"val": 0.0}, "sample 'train_dia0_utt0' has no 'emo'"),
+])
+def test_merbench_corpus_entries_are_checked(tmp_path, entry, problem):
+    rng = np.random.default_rng(3)
+    corpora = meld_like(rng)
+    corpora["train_corpus"]["train_dia0_utt0"] = entry
+    write_merbench_corpus(tmp_path, rng, corpora)
+    with pytest.raises(DatasetError, match=problem) as info:
+        load(f"merbench:{tmp_path}?{MER_FOLDERS}&task=classification")
+    assert info.value.field == "train_corpus" and info.value.split == "train"
+
+
+@pytest.mark.parametrize("folder", ["../features/x", "/etc", "features//x", "features/./x", ""])
+def test_merbench_feature_folders_stay_inside_the_directory(tmp_path, folder):
+    with pytest.raises(DatasetError, match="inside the dataset directory") as info:
+        load(f"merbench:{tmp_path}?text={folder}")
+    assert info.value.field == "text"

@@ -11,14 +11,14 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    s_i is rounded to steps of 1/3 (MOSI-style average of three annotators). Classification: the
    class y_i is drawn from the preset's imbalanced prior (IEMOCAP neutral/happy/sad/angry
    .31/.30/.20/.20; MELD neutral .47, joy .17, surprise .12, anger .11, sadness .07, disgust
-   .03, fear .03). The label code c_i is s_i/3 (regression) or 0.5 onehot(y_i) (classification).
+   .03, fear .03). The label code c_i is s_i/3 (regression) or 0.7 onehot(y_i) (classification).
 2. Sarcasm. A fraction `sarcasm` of the samples whose label has an opposite (s_i != 0, or a
    class with a flip partner: IEMOCAP happy <-> angry, MELD joy <-> anger) is sarcastic: the
    text is written for the flipped label (-s_i, or the partner class) while audio and vision
    carry a sarcasm cue and no label evidence. Such samples take two modalities: the text says
    what was said, a nonverbal cue says that it is meant the other way round.
 3. Expressiveness. Each modality m carries the label of sample i only with probability
-   `expressive_m` (text .8, audio .55, vision .45), independently; a sample with none gets
+   `expressive_m` (text .85, audio .5, vision .45), independently; a sample with none gets
    expressive text, and sarcastic samples always have expressive text. So every modality holds
    evidence the others lack on some samples, and removing any of them costs a fusion model.
 4. Text. Length L_i ~ N(0.6 T, 0.2 T) clipped to [6, T] with T = `text_len`. Each token is a
@@ -133,9 +133,9 @@ class SyntheticConfig:
     """Probability that an audio/vision frame carries label evidence."""
     sentiment_rate: float = 0.25
     """Probability that a token is a sentiment (lexicon) word, at full intensity."""
-    expressive_text: float = 0.8
+    expressive_text: float = 0.85
     """Probability that a sample's words carry its label (else neutral wording, no lexicon words)."""
-    expressive_audio: float = 0.55
+    expressive_audio: float = 0.5
     """Probability that a sample's voice carries its label (else no label evidence in audio)."""
     expressive_vision: float = 0.45
     """Probability that a sample's face carries its label (else no label evidence in vision)."""
@@ -283,8 +283,9 @@ def _labels(preset: Preset, n: int, rng: np.random.Generator):
         score = np.clip(score, -3.0, 3.0).astype(np.float32)
         return score, (score / 3.0)[:, None]
     y = rng.choice(len(preset.class_prior), size=n, p=np.asarray(preset.class_prior))
-    # Half-strength one-hot codes keep class evidence per frame comparable to regression's s/3.
-    return y.astype(np.int64), 0.5 * np.eye(len(preset.class_prior), dtype=np.float32)[y]
+    # 0.7-strength one-hot codes: class evidence per frame a little above regression's typical
+    # |s|/3 (about 0.4), so audio and vision still add to a dominant text with 4 or 7 classes.
+    return y.astype(np.int64), 0.7 * np.eye(len(preset.class_prior), dtype=np.float32)[y]
 
 
 def _expressive(cfg: SyntheticConfig, sarcastic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
