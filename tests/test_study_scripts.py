@@ -1,11 +1,12 @@
 """Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
 files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
 
-The scripts run as subprocesses, four at a time, against one Ray session of this module, so the
-suite pays Ray's start-up once. It declares 4 logical CPUs (the work is tiny, one torch thread
-each): with 2, a smoke test's Ray Train worker group waits for the in-process trials of the
-others and its start-up times out. Run under
-`flock /tmp/affectune-ray.lock` like the other Ray tests.
+The 20 cases run against one Ray session of this module, so the suite pays Ray's start-up once,
+in RUNNERS interpreters at a time (tests/run_scripts.py: each runs its share of the scripts one
+after another, each as `python SCRIPT ARGS` would, so torch, Ray and a Ray job's worker pool start
+once per runner, not once per case). It declares 4 logical CPUs (the work is tiny, one torch
+thread each): with 2, a smoke test's Ray Train worker group waits for the in-process trials of the
+others and its start-up times out. Run under `flock /tmp/affectune-ray.lock` like the other Ray tests.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
 """Every method's study script: a new method's script is covered without editing this file."""
 TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
 CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
-MAX_AT_ONCE = 4
+RUNNERS = 4
+RUNNER = REPO / "tests" / "run_scripts.py"
+TIME_LIMIT_S = 900
 
 
 @pytest.fixture(scope="module")
@@ -56,32 +59,42 @@ def sources(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(ray_address, sources, tmp_path_factory) -> dict:
-    """(script, format, smoke) -> (return code, output, store root); at most MAX_AT_ONCE at a time
-    (more only queue for the same CPUs, and queued Ray Train worker groups time out)."""
+    """(script, format, smoke) -> (exit code, output, store root). Script k's case c goes to runner
+    (k + c) % RUNNERS, so every runner gets a mix of smoke and full cases. RUNNERS at a time: more
+    only queue for the same CPUs, and queued Ray Train worker groups time out."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    cases = [(script, fmt, smoke) for script in SCRIPTS for fmt, smoke in CASES]
-    running, done = {}, {}
-    while cases or running:
-        while cases and len(running) < MAX_AT_ONCE:
-            script, fmt, smoke = cases.pop(0)
+    work = tmp_path_factory.mktemp("runs")
+    shares: list[list] = [[] for _ in range(RUNNERS)]
+    for k, script in enumerate(SCRIPTS):
+        for c, (fmt, smoke) in enumerate(CASES):
             name = f"{script.stem}-{fmt}-{'smoke' if smoke else 'full'}"
-            store = tmp_path_factory.mktemp(name)
             # distinct names: Tune stages concurrent experiments by name and start second on one cluster
-            argv = [sys.executable, str(script), "--dataset", sources[fmt], *TINY, "--storage", str(store),
-                    "--name", name, "--address", ray_address, *(["--smoke-test"] if smoke else [])]
-            log = open(tmp_path_factory.mktemp("logs") / f"{name}.txt", "w+")  # a file: a pipe could fill up
-            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-            running[(script.stem, fmt, smoke)] = (proc, log, store, time.time())
-        for key, (proc, log, store, started) in list(running.items()):
-            if proc.poll() is not None or time.time() - started > 600:
-                if proc.poll() is None:
-                    proc.kill()
-                code = proc.wait()
-                log.seek(0)
-                done[key] = (code, log.read(), store)
-                log.close()
-                del running[key]
-        time.sleep(1)
+            argv = [str(script), "--dataset", sources[fmt], *TINY, "--storage", str(work / name), "--name", name,
+                    "--address", ray_address, *(["--smoke-test"] if smoke else [])]
+            shares[(k + c) % RUNNERS].append(((script.stem, fmt, smoke), {"argv": argv, "log": str(work / f"{name}.log")},
+                                              work / name))
+    procs = []
+    for i, share in enumerate(shares):
+        (work / f"cases{i}.json").write_text(json.dumps([case for _, case, _ in share]))
+        with open(work / f"runner{i}.log", "w") as log:  # the runner's own errors, if any
+            procs.append(subprocess.Popen([sys.executable, str(RUNNER), str(work / f"cases{i}.json"),
+                                           str(work / f"codes{i}.json")], cwd=REPO, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
+    deadline, done = time.monotonic() + TIME_LIMIT_S, {}
+    for i, (proc, share) in enumerate(zip(procs, shares)):
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        codes_file = work / f"codes{i}.json"
+        codes = json.loads(codes_file.read_text()) if codes_file.exists() else []
+        runner_log = (work / f"runner{i}.log").read_text(errors="replace")
+        for j, (key, case, store) in enumerate(share):
+            log = Path(case["log"])
+            out = log.read_text(errors="replace") if log.exists() else ""
+            code = codes[j] if j < len(codes) else f"none (runner exit {proc.returncode}) {runner_log[-2000:]}"
+            done[key] = (code, out, store)
     return done
 
 
@@ -89,7 +102,7 @@ def runs(ray_address, sources, tmp_path_factory) -> dict:
 @pytest.mark.parametrize("script", [s.stem for s in SCRIPTS])
 def test_study_script_runs_on_user_files(runs, script, fmt, smoke):
     returncode, out, store = runs[(script, fmt, smoke)]
-    assert returncode == 0, out[-4000:]
+    assert returncode == 0, f"exit {returncode}:\n{out[-4000:]}"
     name = f"{script}-{fmt}-{'smoke' if smoke else 'full'}"
     assert f"=== study {name}: 1 trials (1 completed)" in out, out[-4000:]
     assert "AUILC on test" in out
