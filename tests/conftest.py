@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -22,22 +18,24 @@ def one_torch_thread():
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
 def pytest_collection_modifyitems(session, config, items):
-    """Start the study-script runs as soon as the session knows it will run test_study_scripts: they
-    run in the background (their own Ray, mostly waiting on process start-ups) while the rest does."""
+    """Start the slow self-contained work of the selected tests in the background (tests/background.py):
+    it runs on the second core (mostly waiting on process start-ups) while the rest of the suite runs."""
+    if config.option.collectonly:
+        return
+    import background
     import study_script_runs
 
     names = [study_script_runs.case_name(**item.callspec.params) for item in items
              if item.path.name == "test_study_scripts.py"]
-    if names and not config.option.collectonly:
-        work = Path(tempfile.mkdtemp(prefix="affectune-study-scripts-"))
-        config.stash[study_script_runs.STASH] = (study_script_runs.start(work, names), work)
+    if names:
+        background.start(config, "study-scripts", study_script_runs.argv(names))
+    if any(item.path.name == "test_devices.py" and item.name == "test_real_torch_trainer_on_fake_gpus"
+           for item in items):
+        background.start(config, "fake-gpus", [str(background.REPO / "tests" / "fake_gpus.py")])
 
 
 def pytest_unconfigure(config):
-    """A session that ends early (-x, Ctrl-C) stops the runs; the work directory goes either way."""
-    import study_script_runs
+    """A session that ends early (-x, Ctrl-C) stops the background work; its directories go either way."""
+    import background
 
-    if study_script_runs.STASH in config.stash:
-        proc, work = config.stash[study_script_runs.STASH]
-        study_script_runs.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+    background.stop_all(config)

@@ -1,28 +1,26 @@
 """The 20 study-script runs of tests/test_study_scripts.py (every studies/*_search.py on an MMSA
-and a MERBench fixture, with and without --smoke-test), run by a host process in the background.
+and a MERBench fixture, with and without --smoke-test), run by a host process in the background
+(tests/background.py: conftest.py starts it when the session collects those tests).
 
-`start(work)` launches the host (`python tests/study_script_runs.py WORK`) in its own process
-session: it writes the two fixtures, starts one local Ray (4 logical CPUs: the work is tiny, one
-torch thread each; with 2, a smoke test's Ray Train worker group waits for the in-process trials
-of the others and its start-up times out) and runs the cases in RUNNERS runner interpreters
-(tests/run_scripts.py: each runs its share of the scripts one after another, each as
-`python SCRIPT ARGS` would, so torch, Ray and a Ray job start once per runner, not once per case).
-conftest.py starts it when the session has collected test_study_scripts, so the runs use the
-second core while the rest of the suite runs; `collect(work)` waits for the host and returns the
-results. The host is a separate process, so the suite's own `ray.init` calls are unaffected.
+    python tests/study_script_runs.py NAMES_JSON WORK
+
+The host writes the two fixtures to WORK, starts one local Ray (4 logical CPUs: the work is tiny,
+one torch thread each; with 2, a smoke test's Ray Train worker group waits for the in-process
+trials of the others and its start-up times out) and runs the cases (NAMES_JSON: a list of case
+names, or null for all) in RUNNERS runner interpreters (tests/run_scripts.py: each runs its share
+of the scripts one after another, each as `python SCRIPT ARGS` would, so torch, Ray and a Ray job
+start once per runner, not once per case). The suite's own `ray.init` calls are unaffected: this
+Ray belongs to the host process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
@@ -33,10 +31,6 @@ RUNNERS = 4
 """Runner processes at a time: more only queue for the same CPUs, and queued Ray Train worker groups time out."""
 TIME_LIMIT_S = 1500
 """For all the runs together (they share the machine with the rest of the suite)."""
-STASH = pytest.StashKey[tuple]()
-"""Where the session keeps (host process, work directory) of the runs (pytest's config.stash)."""
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "90",
-       "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def case_name(script: str, fmt: str, smoke: bool) -> str:
@@ -73,6 +67,7 @@ def write_sources(root: Path) -> dict[str, str]:
 
 def host(work: Path, names: list[str] | None = None) -> None:
     """One Ray for the runs (those in `names`, or all), the runners on it, then Ray stops."""
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
     import ray
 
     sources = write_sources(work)
@@ -98,52 +93,29 @@ def host(work: Path, names: list[str] | None = None) -> None:
         ray.shutdown()
 
 
-def start(work: Path, names: list[str] | None = None) -> subprocess.Popen:
-    """The host process on `work` (an empty directory) for the cases in `names` (default all), in
-    its own process session."""
-    log = open(work / "host.log", "w")
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(work), json.dumps(names)], cwd=REPO,
-                            env={**os.environ, **ENV}, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+def argv(names: list[str] | None = None) -> list[str]:
+    """The host's command line (tests/background.py adds the work directory) for `names` (default all)."""
+    return [str(Path(__file__).resolve()), json.dumps(names)]
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the host and everything it started (its process group), if still running."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def collect(proc: subprocess.Popen, work: Path) -> dict:
-    """Wait for the host; (script stem, format, smoke) -> (exit code, output, store root)."""
-    try:
-        proc.wait(timeout=TIME_LIMIT_S + 120)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-    host_log = (work / "host.log").read_text(errors="replace") if (work / "host.log").exists() else ""
+def collect(host_code: int | None, work: Path) -> dict:
+    """(script stem, format, smoke) case name -> (exit code, output, store root), once the host ended."""
     done = {}
     for i in range(RUNNERS):
-        cases = json.loads((work / f"cases{i}.json").read_text()) if (work / f"cases{i}.json").exists() else []
-        codes_file = work / f"codes{i}.json"
+        cases_file, codes_file = work / f"cases{i}.json", work / f"codes{i}.json"
+        cases = json.loads(cases_file.read_text()) if cases_file.exists() else []
         codes = json.loads(codes_file.read_text()) if codes_file.exists() else []
+        runner_log = work / f"runner{i}.log"
         for j, case in enumerate(cases):
             log = Path(case["log"])
             out = log.read_text(errors="replace") if log.exists() else ""
-            runner_log = (work / f"runner{i}.log").read_text(errors="replace")
-            done[Path(log).stem] = (codes[j] if j < len(codes) else f"none: {runner_log[-2000:]}", out,
-                                    Path(case["argv"][case["argv"].index("--storage") + 1]))
+            code = codes[j] if j < len(codes) else f"none: {runner_log.read_text(errors='replace')[-2000:]}"
+            done[log.stem] = (code, out, Path(case["argv"][case["argv"].index("--storage") + 1]))
     if not done:
-        raise RuntimeError(f"the study-script host ran no case (exit {proc.returncode}):\n{host_log[-4000:]}")
+        host_log = (work / "job.log").read_text(errors="replace") if (work / "job.log").exists() else ""
+        raise RuntimeError(f"the study-script host ran no case (exit {host_code}):\n{host_log[-4000:]}")
     return done
 
 
 if __name__ == "__main__":
-    host(Path(sys.argv[1]), json.loads(sys.argv[2]))
+    host(Path(sys.argv[2]), json.loads(sys.argv[1]))

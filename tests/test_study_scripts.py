@@ -1,35 +1,30 @@
 """Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
 files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
 
-The 20 runs happen in tests/study_script_runs.py: one Ray for all of them, four runner
-interpreters, started by conftest.py when the session collects this module so that they run in
-the background while the rest of the suite does; here they are waited for and checked.
+The 20 runs happen in tests/study_script_runs.py (one Ray for all of them, four runner
+interpreters), started by conftest.py when the session collects this module so that they run in
+the background while the rest of the suite does (tests/background.py); here they are waited for
+and checked.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 
+import background
+import study_script_runs
 from affectune.store import open_store
-from study_script_runs import CASES, SCRIPTS, STASH, case_name, collect, start, stop
+from study_script_runs import CASES, SCRIPTS, case_name
 
 
 @pytest.fixture(scope="module")
 def runs(request) -> dict:
-    """case name -> (exit code, output, store root), from the background runs (started here if the
-    session did not start them)."""
-    if STASH not in request.config.stash:
-        work = Path(tempfile.mkdtemp(prefix="affectune-study-scripts-"))
-        request.config.stash[STASH] = (start(work), work)
-    proc, work = request.config.stash[STASH]
-    try:
-        return collect(proc, work)
-    finally:
-        stop(proc)
+    """case name -> (exit code, output, store root), from the background runs."""
+    code, work = background.job(request, "study-scripts", study_script_runs.argv(),
+                                timeout_s=study_script_runs.TIME_LIMIT_S + 120)
+    return study_script_runs.collect(code, work)
 
 
 @pytest.mark.parametrize("fmt,smoke", CASES, ids=[f"{f}-{'smoke' if s else 'full'}" for f, s in CASES])
