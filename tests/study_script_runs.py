@@ -68,6 +68,9 @@ def write_sources(root: Path) -> dict[str, str]:
 def host(work: Path, names: list[str] | None = None) -> None:
     """One Ray for the runs (those in `names`, or all), the runners on it, then Ray stops."""
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
+    # Ray's memory monitor kills workers when the whole machine is short of memory, whoever uses it:
+    # on a shared machine that fails these tiny runs (~0.5 GB per process) for other people's jobs.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
     sources = write_sources(work)
