@@ -7,10 +7,11 @@ and a MERBench fixture, with and without --smoke-test), run by a host process in
 The host writes the two fixtures to WORK, starts one local Ray (4 logical CPUs: the work is tiny,
 one torch thread each; with 2, a smoke test's Ray Train worker group waits for the in-process
 trials of the others and its start-up times out) and runs the cases (NAMES_JSON: a list of case
-names, or null for all) in RUNNERS runner interpreters (tests/run_scripts.py: each runs its share
-of the scripts one after another, each as `python SCRIPT ARGS` would, so torch, Ray and a Ray job
-start once per runner, not once per case). The suite's own `ray.init` calls are unaffected: this
-Ray belongs to the host process.
+names, or null for all), each as a user types it (`python SCRIPT ARGS --address RAY`), RUNNERS at
+a time. One process (one Ray job) per case, not several cases per interpreter: tried, a finished
+smoke run's Ray Train placement group stayed reserved while its interpreter lived (3 of the 4 CPUs
+after three smoke runs, and the next runs starved); a job's end frees what it left. The suite's
+own `ray.init` calls are unaffected: this Ray belongs to the host process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
 CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
 TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
 RUNNERS = 4
-"""Runner processes at a time: more only queue for the same CPUs, and queued Ray Train worker groups time out."""
+"""Runs at a time: more only queue for the same CPUs, and queued Ray Train worker groups time out."""
 TIME_LIMIT_S = 1500
 """For all the runs together (they share the machine with the rest of the suite)."""
 
@@ -39,18 +40,16 @@ def case_name(script: str, fmt: str, smoke: bool) -> str:
     return f"{script}-{fmt}-{'smoke' if smoke else 'full'}"
 
 
-def shares(work: Path, sources: dict[str, str], address: str, names: list[str] | None) -> list[list[dict]]:
-    """The cases (those in `names`, or all) dealt to the runners: script k's case c goes to runner
-    (k + c) % RUNNERS, so every runner gets a mix of smoke and full cases."""
-    out: list[list[dict]] = [[] for _ in range(RUNNERS)]
-    for k, script in enumerate(SCRIPTS):
-        for c, (fmt, smoke) in enumerate(CASES):
+def cases(work: Path, sources: dict[str, str], address: str, names: list[str] | None) -> list[tuple[str, list[str]]]:
+    """(name, command line) of the cases in `names` (or all), smoke and full ones alternating."""
+    out = []
+    for script in SCRIPTS:
+        for fmt, smoke in CASES:
             name = case_name(script.stem, fmt, smoke)
-            if names is not None and name not in names:
-                continue
-            argv = [str(script), "--dataset", sources[fmt], *TINY, "--storage", str(work / name), "--name", name,
-                    "--address", address, *(["--smoke-test"] if smoke else [])]
-            out[(k + c) % RUNNERS].append({"argv": argv, "log": str(work / f"{name}.log")})
+            if names is None or name in names:
+                out.append((name, [sys.executable, str(script), "--dataset", sources[fmt], *TINY, "--storage",
+                                   str(work / name), "--name", name, "--address", address,
+                                   *(["--smoke-test"] if smoke else [])]))
     return out
 
 
@@ -66,7 +65,8 @@ def write_sources(root: Path) -> dict[str, str]:
 
 
 def host(work: Path, names: list[str] | None = None) -> None:
-    """One Ray for the runs (those in `names`, or all), the runners on it, then Ray stops."""
+    """One Ray for the runs (those in `names`, or all), each run a `python SCRIPT ARGS` process,
+    RUNNERS at a time; WORK/codes.json gets each run's exit code as it ends."""
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
     # Ray's memory monitor kills workers when the whole machine is short of memory, whoever uses it:
     # on a shared machine that fails these tiny runs (~0.5 GB per process) for other people's jobs.
@@ -76,22 +76,20 @@ def host(work: Path, names: list[str] | None = None) -> None:
     sources = write_sources(work)
     ray.init(num_cpus=4, log_to_driver=False)
     try:
-        procs = []
-        for i, share in enumerate(shares(work, sources, ray.get_runtime_context().gcs_address, names)):
-            if not share:
-                continue
-            (work / f"cases{i}.json").write_text(json.dumps(share))
-            with open(work / f"runner{i}.log", "w") as log:  # the runner's own errors, if any
-                procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "run_scripts.py"),
-                                               str(work / f"cases{i}.json"), str(work / f"codes{i}.json")],
-                                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        todo, running, codes = cases(work, sources, ray.get_runtime_context().gcs_address, names), {}, {}
         deadline = time.monotonic() + TIME_LIMIT_S
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        while (todo or running) and time.monotonic() < deadline:
+            while todo and len(running) < RUNNERS:
+                name, command = todo.pop(0)
+                with open(work / f"{name}.log", "w") as log:  # a file: a pipe could fill up
+                    running[name] = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    codes[name] = running.pop(name).returncode
+                    (work / "codes.json").write_text(json.dumps(codes))
+            time.sleep(1)
+        for proc in running.values():
+            proc.kill()
     finally:
         ray.shutdown()
 
@@ -102,21 +100,16 @@ def argv(names: list[str] | None = None) -> list[str]:
 
 
 def collect(host_code: int | None, work: Path) -> dict:
-    """(script stem, format, smoke) case name -> (exit code, output, store root), once the host ended."""
-    done = {}
-    for i in range(RUNNERS):
-        cases_file, codes_file = work / f"cases{i}.json", work / f"codes{i}.json"
-        cases = json.loads(cases_file.read_text()) if cases_file.exists() else []
-        codes = json.loads(codes_file.read_text()) if codes_file.exists() else []
-        runner_log = work / f"runner{i}.log"
-        for j, case in enumerate(cases):
-            log = Path(case["log"])
-            out = log.read_text(errors="replace") if log.exists() else ""
-            code = codes[j] if j < len(codes) else f"none: {runner_log.read_text(errors='replace')[-2000:]}"
-            done[log.stem] = (code, out, Path(case["argv"][case["argv"].index("--storage") + 1]))
-    if not done:
+    """case name -> (exit code, output, store root), once the host ended."""
+    codes = json.loads((work / "codes.json").read_text()) if (work / "codes.json").exists() else {}
+    if not codes:
         host_log = (work / "job.log").read_text(errors="replace") if (work / "job.log").exists() else ""
         raise RuntimeError(f"the study-script host ran no case (exit {host_code}):\n{host_log[-4000:]}")
+    done = {}
+    for log in work.glob("*.log"):
+        if log.stem != "job":
+            out = log.read_text(errors="replace")
+            done[log.stem] = (codes.get(log.stem, f"none (not finished in {TIME_LIMIT_S} s)"), out, work / log.stem)
     return done
 
 

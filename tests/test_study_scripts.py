@@ -1,8 +1,8 @@
 """Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
 files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
 
-The 20 runs happen in tests/study_script_runs.py (one Ray for all of them, four runner
-interpreters), started by conftest.py when the session collects this module so that they run in
+The 20 runs happen in tests/study_script_runs.py (one Ray for all of them, four runs at a time),
+started by conftest.py when the session collects this module so that they run in
 the background while the rest of the suite does (tests/background.py); here they are waited for
 and checked.
 """
