@@ -26,14 +26,6 @@ CLS = DatasetSpec("classification", 3, DIMS, {m: 4 for m in MODALITIES}, vocab_s
 SMALL = {"hidden": 8, "layers": 2, "heads": 2, "dropout": 0.0, "out_dropout": 0.0, "embed_dropout": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fixture_split(spec: DatasetSpec, labels, seed: int = 0) -> TensorSplit:
     """N samples with known lengths (sample i has i % T + 1 frames), random features, tokens."""
     g = torch.Generator().manual_seed(seed)

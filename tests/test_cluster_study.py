@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,21 +97,25 @@ def test_autoscaler_report_tells_ray_up_from_a_manual_cluster():
     assert autoscaler_adds_nodes(launching)
 
 
-def test_cluster_shape_of_a_local_ray_is_one_machine_without_autoscaler():
-    import time
-
+@pytest.fixture(scope="module")
+def local_ray() -> float:
+    """One local Ray (2 CPUs) for this module's tests that need one (Ray starts once); yields when
+    it started (time.monotonic)."""
     import ray
-
-    from affectune.studies.runner import cluster_shape
 
     if ray.is_initialized():
         pytest.skip("needs its own local Ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        time.sleep(6)  # the monitor publishes its first status after an update (about 5 s)
-        assert cluster_shape() == (1, False)
-    finally:
-        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield time.monotonic()
+    ray.shutdown()
+
+
+def test_cluster_shape_of_a_local_ray_is_one_machine_without_autoscaler(local_ray):
+    from affectune.studies.runner import cluster_shape
+
+    # the monitor publishes its first status after an update (about 5 s after Ray started)
+    time.sleep(max(0.0, 6.0 - (time.monotonic() - local_ray)))
+    assert cluster_shape() == (1, False)
 
 
 # ----------------------------------------------------------------------------- cold starts
@@ -216,25 +221,17 @@ def one_layer_space(trial):
     trial.suggest_categorical("layers", (1,))
 
 
-def test_a_ray_train_study_records_the_device_of_every_run(tmp_path):
+def test_a_ray_train_study_records_the_device_of_every_run(local_ray, tmp_path):
     """One Ray Train trial on a local Ray: the store check passes, the start timeout travels, and
     the trial row names the device (CPU here: the worker reserved no GPU)."""
-    import ray
-
     from affectune.studies.runner import run_study
 
-    if ray.is_initialized():
-        pytest.skip("needs its own local Ray")
     spec = StudySpec(name="device-row", method="dqf", dataset="synthetic:mosi?scale=0.03", search_space=one_layer_space,
                      base_config={"epochs": 1, "batch_size": 16, "patience": 2, "model_config": {"hidden": 12}},
                      num_trials=1, max_concurrent=1, execution="train", cpus_per_worker=0.5,
                      storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0,
                      worker_start_timeout_s=90.0, controller_failure_limit=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = run_study(spec)
-    finally:
-        ray.shutdown()
+    result = run_study(spec)
     (row,) = result.trials.to_dict("records")
     assert row["status"] == "completed"
     assert row["device"] == "cpu" and isinstance(row["device_name"], str) and row["device_name"]

@@ -6,7 +6,8 @@ ray/train/v2/_internal/callbacks/accelerators.py:123-160), the device `ray.train
 returns from Ray's CUDA device manager (ray/air/_internal/device_manager/nvidia_gpu.py:16-60,
 with `ray.get_gpu_ids()` faked to the worker's reservation), LOCAL_RANK as Ray Train numbers it
 (lowest GPU id first per node), and CUDA reported available. The last test runs a real
-TorchTrainer on a local Ray that declares fake GPUs, so Ray itself sets the environment.
+TorchTrainer on a local Ray that declares fake GPUs, so Ray itself sets the environment
+(tests/fake_gpus.py, in the background: see tests/background.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from ray.air._internal.device_manager.nvidia_gpu import CUDATorchDeviceManager
 from ray.train.v2._internal.callbacks.accelerators import _get_visible_accelerator_ids_per_worker
 from ray.train.v2._internal.execution.worker_group.worker import ActorMetadata
 
+import background
 from affectune.devices import Placement, cap_gpu_memory, current_placement, describe, pick_device
+
+FAKE_GPUS = background.REPO / "tests" / "fake_gpus.py"
 
 
 def _ray_train_workers(monkeypatch, reservations: list[tuple[str, list[str]]]) -> list[dict]:
@@ -140,38 +144,12 @@ def test_describe_and_memory_cap_on_cpu():
     assert cap_gpu_memory(torch.device("cuda", 0), 1.0) is False  # a whole GPU is not capped
 
 
-def test_real_torch_trainer_on_fake_gpus(tmp_path, monkeypatch):
-    """Ray (a local node declaring 4 GPUs) assigns 2 workers x 2 GPUs and sets their environment."""
-    if ray.is_initialized():
-        pytest.skip("needs its own Ray instance with fake GPUs")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    def report_placement(config: dict) -> None:
-        """Ray Train worker: write what this process sees (the environment Ray set) to a file."""
-        import ray.train
-
-        from affectune.devices import current_placement, pick_device
-
-        placement = current_placement()
-        rank = ray.train.get_context().get_world_rank()
-        chosen = pick_device("auto", replace(placement, cuda_available=True))  # CPU torch here: pretend CUDA
-        with open(os.path.join(config["out"], f"{rank}.json"), "w") as handle:
-            json.dump({"ids": list(placement.ray_gpu_ids or ()), "cvd": placement.cuda_visible_devices,
-                       "local_rank": int(os.environ["LOCAL_RANK"]), "device": str(chosen)}, handle)
-
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    try:
-        TorchTrainer(report_placement, train_loop_config={"out": str(tmp_path)},
-                     torch_config=TorchConfig(backend="gloo"),  # CPU torch: no NCCL here
-                     scaling_config=ScalingConfig(num_workers=2, use_gpu=True,
-                                                  resources_per_worker={"CPU": 0.5, "GPU": 2}),
-                     run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="fake-gpus")).fit()
-    finally:
-        ray.shutdown()
-    seen = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+def test_real_torch_trainer_on_fake_gpus(request):
+    """Ray (a local node declaring 4 GPUs) assigns 2 workers x 2 GPUs and sets their environment
+    (tests/fake_gpus.py, run in the background while the rest of the suite runs)."""
+    code, out = background.job(request, "fake-gpus", [str(FAKE_GPUS)], timeout_s=600)
+    assert code == 0, (out / "job.log").read_text(errors="replace")[-4000:]
+    seen = [json.loads((out / f"{rank}.json").read_text()) for rank in (0, 1)]
     assert [sorted(s["ids"]) for s in seen] == [["0", "1"], ["2", "3"]]
     assert [s["cvd"] for s in seen] == ["0,1,2,3", "0,1,2,3"]
     assert [s["local_rank"] for s in seen] == [0, 1]

@@ -27,14 +27,6 @@ CLS = DatasetSpec("classification", 4, DIMS, {"text": 5, "audio": 8, "vision": 7
 SMALL = {"hidden": 16, "depth": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_batch(spec: DatasetSpec, B: int = 6, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     feats, valid = {}, {}

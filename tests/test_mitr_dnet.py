@@ -21,14 +21,6 @@ from affectune.search_spaces import draw, get_space
 from test_models import SPECS, make_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small(spec, **extra):
     torch.manual_seed(0)
     return build_model("mitr_dnet", {"hidden": 16, "heads": 2, "layers": 1, **extra}, spec)

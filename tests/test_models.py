@@ -40,15 +40,6 @@ NO_GRAD_EXCLUSIONS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU (about 10x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_batch(spec: DatasetSpec, mask: str = "complete", B: int = 5, seed: int = 0) -> Batch:
     """B random samples shaped by `spec`, padded beyond random lengths, with a missing-data mask.
 

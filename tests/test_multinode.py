@@ -33,7 +33,9 @@ RAY_CLI = Path(sys.executable).with_name("ray")
 NODE2_RESOURCE = "node2"
 NODE2_RESOURCE_UNITS = 10
 START_TIMEOUT_S = 90.0
-STOP_GRACE_S = 5.0  # `ray start --block` and gcs_server ignore SIGTERM for >10 s
+# A short grace for the processes that honour SIGTERM: `ray start --block` and gcs_server ignore
+# it for >10 s, so waiting longer only delays their SIGKILL.
+STOP_GRACE_S = 1.0
 
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",

@@ -44,14 +44,6 @@ RANDOM_DRAWS = 4
 """Optuna draws per non-grid search space."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def datasets() -> dict[str, Dataset]:
     return {name: load(source) for name, source in SOURCES.items()}

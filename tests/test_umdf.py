@@ -22,14 +22,6 @@ from tests.test_models import SPECS, make_batch
 SMALL = {"hidden": 16, "layers": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def build(spec, seed: int = 0, **extra) -> UMDF:
     torch.manual_seed(seed)
     return build_model("umdf", {**SMALL, **extra}, spec)
