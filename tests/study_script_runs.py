@@ -28,7 +28,7 @@ SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
 """Every method's study script: a new method's script is covered without editing anything."""
 CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
 TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
-RUNNERS = 4
+RUNNERS = 3
 """Runs at a time: more only queue for the same CPUs, and queued Ray Train worker groups time out."""
 TIME_LIMIT_S = 1500
 """For all the runs together (they share the machine with the rest of the suite)."""

@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from affectune.studies import cli  # noqa: E402
 from affectune.studies.runner import autoscaler_adds_nodes  # noqa: E402
 from affectune.studies.spec import COLD_START_TIMEOUT_S, StoreNotShared, StudySpec, check_store_shared  # noqa: E402
+from ray_start import start_ray  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,7 @@ def local_ray() -> float:
 
     if ray.is_initialized():
         pytest.skip("needs its own local Ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield time.monotonic()
     ray.shutdown()
 

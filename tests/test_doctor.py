@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from affectune import doctor
+from ray_start import start_ray
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,7 +84,7 @@ def test_on_a_cluster_the_model_checks_run_in_a_one_gpu_ray_task():
     to be had, the wait ends with a message naming where to look."""
     import ray
 
-    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         report = doctor.Report(echo=False)
         doctor.check_on_gpu_node(report, ["late_fusion"], timeout_s=300)

@@ -31,6 +31,7 @@ import ray  # noqa: E402
 
 from affectune.store import StudyStore, open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
+from ray_start import start_ray  # noqa: E402
 
 DATASET = "synthetic:mosi?scale=0.03"
 EPOCHS = 4
@@ -38,7 +39,7 @@ EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=2, log_to_driver=False)
+    start_ray(num_cpus=2, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -20,6 +20,7 @@ import ray  # noqa: E402
 from affectune import devices  # noqa: E402
 from affectune.studies import cli  # noqa: E402
 from affectune.studies.runner import _with_resources  # noqa: E402
+from ray_start import start_ray  # noqa: E402
 
 
 def test_cli_fraction_reaches_the_spec_and_the_trial_resources(tmp_path):
@@ -58,7 +59,7 @@ def test_ray_packs_four_quarter_gpu_trials_on_one_gpu(tmp_path):
         return {"ids": list(placement.ray_gpu_ids), "cvd": placement.cuda_visible_devices, "device": str(chosen),
                 "together": len(os.listdir(barrier)) == 4}
 
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=0.25, num_gpus=0.25)(packed_trial)
         seen = ray.get([task.remote(rank, str(tmp_path)) for rank in range(4)], timeout=300)

@@ -67,18 +67,29 @@ class Batch:
 
         Models ignore padding (tests/test_models.py checks that appending it changes no output),
         so this changes no prediction; attention cost falls with the square of the padded length.
+        Modalities padded to one common length (word-aligned data) are cut to one common length,
+        because aligned models pair frames by index.
         """
+        keep = {m: self._last_valid_frame(v) for m, v in self.valid.items()}
+        if len({v.shape[1] for v in self.valid.values()}) == 1:
+            keep = dict.fromkeys(keep, max(keep.values()))
         changes = {}
         for m, v in self.valid.items():
-            frame = torch.arange(1, v.shape[1] + 1, device=v.device)  # (T,) 1-based positions
-            keep = max(1, int((v * frame).amax())) if v.numel() else v.shape[1]  # one sync per modality
-            if keep < v.shape[1]:
-                changes[m] = self.features(m)[:, :keep]
-                changes.setdefault("valid", dict(self.valid))[m] = v[:, :keep]
-                changes.setdefault("dropped", dict(self.dropped))[m] = self.dropped[m][:, :keep]
+            if keep[m] < v.shape[1]:
+                changes[m] = self.features(m)[:, :keep[m]]
+                changes.setdefault("valid", dict(self.valid))[m] = v[:, :keep[m]]
+                changes.setdefault("dropped", dict(self.dropped))[m] = self.dropped[m][:, :keep[m]]
                 if m == "text" and self.tokens is not None:
-                    changes["tokens"] = self.tokens[:, :keep]
+                    changes["tokens"] = self.tokens[:, :keep[m]]
         return self.replace(**changes) if changes else self
+
+    @staticmethod
+    def _last_valid_frame(valid: torch.Tensor) -> int:
+        """1-based position of the last valid frame over the batch (at least 1); one sync."""
+        if not valid.numel():
+            return valid.shape[1]
+        frame = torch.arange(1, valid.shape[1] + 1, device=valid.device)  # (T,)
+        return max(1, int((valid * frame).amax()))
 
     def is_available(self, modality: str) -> torch.Tensor:
         """(B,) bool: the modality is present (not absent as a whole) for each sample."""
