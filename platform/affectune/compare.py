@@ -1,7 +1,7 @@
 """Compare methods on one protocol: every method retrained over the same train seeds, evaluated on
 the same test grid and inter-modality conditions, with seed bands and significance against the best.
 
-    spec = ComparisonSpec(name="cmp-mosi", dataset="synthetic:mosi", configs={"dqf": {...}, "umdf": {...}})
+    spec = ComparisonSpec(name="cmp-mosi", dataset="synthetic:mosi", configs={"<model a>": {...}, "<model b>": {...}})
     result = run_comparison(spec)
     print(format_markdown(result.tables, result.significance))
 

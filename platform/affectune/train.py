@@ -1,6 +1,6 @@
 """The one training loop: a function of a plain config dict, single-process or data parallel.
 
-    outcome = train_loop({"model": "dqf", "dataset": "synthetic:mosi", "epochs": 20}, reporter)
+    outcome = train_loop({"model": "<model>", "dataset": "synthetic:mosi", "epochs": 20}, reporter)
 
 The loop knows nothing method-specific: it calls the model's hooks (models/base.py) in order,
 

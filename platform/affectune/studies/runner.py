@@ -1,6 +1,6 @@
 """run_study: the search on Ray Tune (Optuna TPE + ASHA), selection on validation, final evaluation.
 
-    result = run_study(StudySpec(name="dqf-mosi", method="dqf", dataset="synthetic:mosi?scale=0.1"))
+    result = run_study(StudySpec(name="my-study", method="<model>", dataset="synthetic:mosi?scale=0.1"))
 
 Phases:
 1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded; each point once on

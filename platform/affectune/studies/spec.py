@@ -30,7 +30,7 @@ class StudySpec:
     name: str
     """Study name: the store partition and the Tune experiment name (letters, digits, _ . -)."""
     method: str
-    """Registered model name, e.g. "dqf"."""
+    """Registered model name (a key of the model registry, `affectune.models._registry`)."""
     dataset: str = "synthetic:mosi"
     """Dataset source string (synthetic preset, "mmsa:/path/aligned_50.pkl", "merbench:/dir")."""
     search_space: str | Callable = "paper"
