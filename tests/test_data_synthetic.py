@@ -132,6 +132,17 @@ def test_split_sizes_follow_the_real_corpora():
     assert {k: len(s) for k, s in ds.splits.items()} == {"train": 128, "valid": 23, "test": 69, "ood": 69}
 
 
+def test_valid_scale_sizes_only_the_valid_split():
+    small, wide = load("synthetic:mosi?scale=0.1"), load("synthetic:mosi?scale=0.1&valid_scale=1")
+    assert {k: len(s) for k, s in wide.splits.items()} == {"train": 128, "valid": 229, "test": 69, "ood": 69}
+    for name in ("train", "test", "ood"):  # the other splits' arrays are those of the plain source
+        assert np.array_equal(small.splits[name].text, wide.splits[name].text)
+        assert np.array_equal(small.splits[name].label_reg, wide.splits[name].label_reg)
+    assert canonical_source("synthetic:mosi?scale=0.1&valid_scale=0") == "synthetic:mosi?scale=0.1"
+    with pytest.raises(DatasetError, match="valid_scale"):
+        load("synthetic:mosi?valid_scale=5")
+
+
 # --- shapes and tokens ---------------------------------------------------------------------
 def test_aligned_and_unaligned_shapes():
     al = generate(SyntheticConfig("mosi", scale=0.05, text_dim=24, audio_dim=12, vision_dim=8))

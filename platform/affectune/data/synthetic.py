@@ -46,7 +46,7 @@ Generative model, per sample i (all draws from one numpy Generator seeded by (se
    the measured cost of removing each).
 
 Padding beyond a length is zero. Splits: train/valid/test sized like the real corpus times
-`scale` (at least 16 each), and `ood` (test-sized) unless `ood=0`. Default dims: text 32,
+`scale` (valid: `valid_scale` when set; at least 16 each), and `ood` (test-sized) unless `ood=0`. Default dims: text 32,
 audio 16, vision 16; text_len 50.
 """
 
@@ -105,6 +105,9 @@ class SyntheticConfig:
     """Seed of the numpy Generator; the same seed gives the same arrays."""
     scale: float = 1.0
     """Multiplies the preset's split sizes (mosei defaults to 0.25)."""
+    valid_scale: float = 0.0
+    """Multiplies the preset's valid split size instead of `scale` (0 = `scale`): a larger, less noisy
+    validation split at the same train/test data (those splits' arrays do not change)."""
     aligned: bool = True
     """1: audio and vision share the text's frames; 0: longer, differently sized sequences."""
     ood: bool = True
@@ -159,6 +162,7 @@ class SyntheticConfig:
                                f"{', '.join(PRESETS)}", file=where, field="preset")
         checks = [
             ("scale", 0 < self.scale <= 4, "must lie in (0, 4]"),
+            ("valid_scale", 0 <= self.valid_scale <= 4, "must lie in [0, 4] (0 = scale)"),
             ("text_len", 8 <= self.text_len <= 512, "must lie in [8, 512]"),
             *((f"{m}_dim", 1 <= getattr(self, f"{m}_dim") <= 1024, "must lie in [1, 1024]")
               for m in MODALITIES),
@@ -404,7 +408,8 @@ def _make_split(cfg: SyntheticConfig, world: _World, name: str, n: int, shifted:
 
 
 def split_sizes(cfg: SyntheticConfig) -> dict[str, int]:
-    sizes = {name: max(16, int(round(n * cfg.scale)))
+    scales = {"train": cfg.scale, "valid": cfg.valid_scale or cfg.scale, "test": cfg.scale}
+    sizes = {name: max(16, int(round(n * scales[name])))
              for name, n in zip(SPLITS, cfg.preset_info.sizes)}
     if cfg.ood:
         sizes["ood"] = sizes["test"]
