@@ -63,13 +63,15 @@ class TabularSpace:
 
 
 SPACES = {
-    # DQF `wide` (models/dqf.py) on a sub-grid: depth, heads (hidden = heads * head_dim) and the
-    # learning rate, the dimension that matters most at this budget (at 1e-3 most configs are
-    # still on the plateau after 2-4 epochs; at 5e-3 they leave it sooner). 8 points: what this
-    # 2-core machine could train twice in the time it had.
-    "dqf-wide": TabularSpace("dqf", "wide", "synthetic:mosi?scale=0.15", 8,
-                             {"layers": (1, 2), "heads": (2, 4), "head_dim": (8,), "lr": (1e-3, 5e-3),
-                              "dropout": (0.1,), "aux_weight": (1.0,)}),
+    # DQF `wide` (models/dqf.py) on a sub-grid: depth, head width (hidden = 2 heads * head_dim) and
+    # the learning rate over two decades, the dimension that matters most at this budget (3e-4
+    # stays on the plateau for 8 epochs, 3e-2 is unstable), so a search has poor regions to avoid.
+    # A 229-sample validation split (`valid_scale=1`) keeps the per-epoch objective's noise below
+    # the differences between configs; 2 heads keep an entry to ~10-40 s on one loaded core.
+    "dqf-wide": TabularSpace("dqf", "wide", "synthetic:mosi?scale=0.15&valid_scale=1", 8,
+                             {"layers": (1, 2), "heads": (2,), "head_dim": (4, 8),
+                              "lr": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2), "dropout": (0.1,), "aux_weight": (1.0,)},
+                             train_seeds=(0, 1)),
 }
 
 
@@ -136,6 +138,8 @@ def test_auilc(space: TabularSpace, point: dict, seed: int) -> float:
 def build_table(space: TabularSpace, jobs: int, rebuild: bool = False) -> dict:
     """Train every (point, train seed) missing from the table file; saved after each entry."""
     table = {} if rebuild or not space.path.exists() else json.loads(space.path.read_text())
+    if (table.get("dataset"), table.get("epochs")) != (space.dataset, space.epochs):
+        table = {}  # entries trained on other data or for another budget are not this table's
     points = {point_key(p) for p in space.points()}
     entries = {k: v for k, v in table.get("entries", {}).items() if k.split("|")[0] in points}
     table["entries"] = entries
@@ -157,9 +161,26 @@ def build_table(space: TabularSpace, jobs: int, rebuild: bool = False) -> dict:
 
 
 # --------------------------------------------------------------------------- the replay
-METHODS = ("grid", "random", "tpe", "tpe+asha grace 1", "tpe+asha default", "tpe+asha grace half")
-"""Search methods compared: ASHA with the old grace period (1), the platform's default for the
-budget (`default_grace_period`) and half the budget."""
+PLATEAU_TOL = 0.05
+"""The plateau rule's threshold in the replay: a trial has left the plateau once its objective
+improved on its first epoch's value by 5% of it (MAE 1.06 -> below 1.01; the plateau's epoch-to-
+epoch jitter on the 229-sample validation split is 0.01-0.03)."""
+
+METHODS = {
+    "grid": {"sampler": "grid"},
+    "random": {"sampler": "random"},
+    "tpe, 10 start-up": {"sampler": "tpe", "startup": 10},
+    "tpe": {"sampler": "tpe"},
+    "tpe+asha grace 1 (old default)": {"sampler": "tpe", "startup": 10, "grace": "1"},
+    "tpe+asha grace 1 + plateau": {"sampler": "tpe", "grace": "1", "plateau": True},
+    "tpe+asha": {"sampler": "tpe", "grace": "default"},
+    "tpe+asha + plateau": {"sampler": "tpe", "grace": "default", "plateau": True},
+    "tpe+asha grace half": {"sampler": "tpe", "grace": "half"},
+}
+"""Search methods compared, as options of the platform's own builders: the sampler (`runner._sampler`;
+TPE's start-up trials Optuna's 10 or `default_tpe_startup_trials` of the grid's trial count when
+not given), ASHA's grace period (1, `default_grace_period` of the budget, half the budget) and the
+plateau rule (`asha_scheduler(plateau_tol=...)`)."""
 
 
 class _ReplayedTrial:
@@ -169,29 +190,32 @@ class _ReplayedTrial:
         self.trial_id = trial_id
 
 
-def _sampler(method: str, seed: int, n_points: int):
-    """The platform's sampler rule (`runner._sampler`): the grid is a finite space tried once per
-    point (BruteForceSampler), the others an open-ended budget (TPE); random is Optuna's own."""
+def _sampler(options: dict, seed: int, n_points: int):
+    """The platform's sampler rule (`runner._sampler`) for a study of `n_points` trials: the grid is
+    a finite space tried once per point (BruteForceSampler), TPE the open-ended one; random is
+    Optuna's own."""
     from types import SimpleNamespace
 
     import optuna
 
     from affectune.studies import runner
+    from affectune.studies.spec import StudySpec
 
-    if method == "random":
+    if options["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    grid = tuple(range(n_points)) if method == "grid" else ()
-    return runner._sampler(SimpleNamespace(grid=grid), SimpleNamespace(num_trials=n_points, seed=seed))
+    grid = tuple(range(n_points)) if options["sampler"] == "grid" else ()
+    spec = StudySpec(name="replay", method="replay", num_trials=n_points, seed=seed,
+                     tpe_startup_trials=options.get("startup"))
+    return runner._sampler(SimpleNamespace(grid=grid), spec)
 
 
-def _grace(method: str, epochs: int) -> int | None:
+def _grace(options: dict, epochs: int) -> int | None:
     """The ASHA grace period of a method (None: no ASHA), through the platform's own rule."""
     from affectune.studies.spec import default_grace_period
 
-    if "asha" not in method:
+    if "grace" not in options:
         return None
-    return {"grace 1": 1, "default": default_grace_period(epochs), "grace half": max(1, epochs // 2)}[
-        method.split("asha ", 1)[1]]
+    return {"1": 1, "default": default_grace_period(epochs), "half": max(1, epochs // 2)}[options["grace"]]
 
 
 def replay(table: dict, method: str, search_seed: int, budget: int, reduction_factor: int = 2) -> dict:
@@ -212,10 +236,12 @@ def replay(table: dict, method: str, search_seed: int, budget: int, reduction_fa
     first = next(iter(table["entries"].values()))
     mode = metric_direction(first["select_metric"].split("_", 1)[1])
     better = min if mode == "min" else max
-    grace = _grace(method, epochs)
-    scheduler = asha_scheduler("objective", mode, epochs, grace, reduction_factor) if grace else None
+    options = METHODS[method]
+    grace = _grace(options, epochs)
+    plateau_tol = PLATEAU_TOL if options.get("plateau") else None
+    scheduler = asha_scheduler("objective", mode, epochs, grace, reduction_factor, plateau_tol) if grace else None
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                sampler=_sampler(method, search_seed, len(list(itertools.product(*dims.values())))))
+                                sampler=_sampler(options, search_seed, len(list(itertools.product(*dims.values())))))
     trace, rows = [], []
 
     def objective(trial) -> float:  # one trial "trains": its curve is read epoch by epoch
@@ -241,7 +267,9 @@ def replay(table: dict, method: str, search_seed: int, budget: int, reduction_fa
     study.optimize(objective, n_trials=budget)  # the grid's sampler stops the study once every point ran
     selected, _ = select_trials(pd.DataFrame(rows), (("objective", mode),), 1)
     pick = next(r["point"] for r in rows if r["trial_id"] == selected[0])
-    return {"trace": trace, "rows": rows, "pick": pick, "mode": mode, "grace": grace}
+    startup = getattr(study.sampler, "_n_startup_trials", None)  # TPE's start-up trials (None: not TPE)
+    return {"trace": trace, "rows": rows, "pick": pick, "mode": mode, "grace": grace, "startup": startup,
+            "plateau": plateau_tol}
 
 
 def run_replays(table: dict, seeds: range) -> dict:
@@ -270,7 +298,8 @@ def summarize_replays(table: dict, runs: dict, fraction: float = 0.4) -> list[di
         at = lambda f: np.array([r["trace"][min(len(r["trace"]), max(1, round(f * budget))) - 1] for r in replays])  # noqa: E731
         reach = [next((i + 1 for i, v in enumerate(r["trace"]) if (v <= target if mode == "min" else v >= target)),
                       None) for r in replays]
-        out.append({"method": method, "grace": replays[0]["grace"], "at_fraction": at(fraction), "at_end": at(1.0),
+        out.append({"method": method, "grace": replays[0]["grace"], "startup": replays[0]["startup"],
+                    "plateau": replays[0]["plateau"], "at_fraction": at(fraction), "at_end": at(1.0),
                     "reach": reach, "budget": budget, "target": target, "grid_best": grid_best,
                     "trials": np.array([len(r["rows"]) for r in replays]),
                     "stopped": np.array([sum(row["status"] == "stopped" for row in r["rows"]) for r in replays]),
@@ -301,14 +330,14 @@ def markdown_table(summary: list[dict], fraction: float = 0.4) -> str:
     """The docs table: mean ± std over search seeds."""
     fmt = lambda a: f"{a.mean():.4f} ± {a.std(ddof=1):.4f}"  # noqa: E731
     budget = summary[0]["budget"]
-    lines = [f"| method | grace | trials (stopped) | best valid objective at {fraction:.0%} of the grid's epochs | "
+    lines = [f"| method | TPE start-up | ASHA grace | plateau rule | trials (stopped) | best valid objective at {fraction:.0%} of the grid's epochs | "
              f"at 100% ({budget} epochs) | seeds reaching the grid's best by 40% / 100% | epochs to reach it "
-             "(median) | test MAE AUILC of the pick |", "|---|---|---|---|---|---|---|---|"]
+             "(median) | test MAE AUILC of the pick |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary:
         reach = [r for r in row["reach"] if r is not None]
         early = sum(r <= fraction * budget for r in reach)
         median = f"{sorted(reach)[len(reach) // 2]}" if len(reach) * 2 > len(row["reach"]) else "-"
-        lines.append(f"| {row['method']} | {row['grace'] or '-'} | {row['trials'].mean():.1f} ({row['stopped'].mean():.1f}) "
+        lines.append(f"| {row['method']} | {row['startup'] or '-'} | {row['grace'] or '-'} | {row['plateau'] or '-'} | {row['trials'].mean():.1f} ({row['stopped'].mean():.1f}) "
                      f"| {fmt(row['at_fraction'])} | {fmt(row['at_end'])} | {early} / {len(reach)} of {len(row['reach'])} "
                      f"| {median} | {fmt(row['test_auilc'])} |")
     return "\n".join(lines)
@@ -318,10 +347,11 @@ def plot(runs: dict, title: str, path: Path, target: float, fraction: float = 0.
     """Best validation objective found vs epochs consumed: mean over search seeds, band = min..max;
     dotted: the grid's best (mean + 1 std over train seeds) and `fraction` of the grid's epochs."""
     import numpy as np
+    import plotly.colors
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    colours = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+    colours = plotly.colors.qualitative.Plotly  # 10 colours
     for (method, replays), colour in zip(runs.items(), colours):
         n = max(len(r["trace"]) for r in replays)
         traces = np.array([r["trace"] + [r["trace"][-1]] * (n - len(r["trace"])) for r in replays])

@@ -74,7 +74,50 @@ def test_replay_spends_the_grid_budget_and_respects_the_grace_period():
         str({"a": a, "b": b}) for a, b in itertools.product([0.0, 0.2], [0.0, 0.1]))  # each point once
     assert len(grid["trace"]) == 16 and grid["trace"][-1] == pytest.approx(0.51)  # best config, train seed 1
     assert grid["pick"] == {"a": 0.0, "b": 0.0}
-    asha = replay(table, "tpe+asha default", 0, budget=16)
+    asha = replay(table, "tpe+asha", 0, budget=16)
     assert asha["grace"] == 2 and len(asha["trace"]) == 16
     assert all(r["epochs_run"] >= 2 for r in asha["rows"][:-1])  # the last may be cut by the budget
     assert all(b <= a for a, b in zip(asha["trace"], asha["trace"][1:]))  # best so far never worsens
+
+
+def test_tpe_start_up_trials_scale_with_the_study_budget():
+    from affectune.studies.runner import _sampler
+    from affectune.studies.spec import default_tpe_startup_trials
+
+    assert {n: default_tpe_startup_trials(n) for n in (1, 4, 9, 20, 40, 100)} == {1: 2, 4: 2, 9: 2, 20: 5, 40: 10, 100: 10}
+    space = type("Space", (), {"grid": ()})()
+    assert _sampler(space, StudySpec(name="a", method="dqf", num_trials=20))._n_startup_trials == 5
+    assert _sampler(space, StudySpec(name="a", method="dqf", tpe_startup_trials=7))._n_startup_trials == 7
+    with pytest.raises(ValueError, match="tpe_startup_trials must be an int >= 1 or None"):
+        StudySpec(name="a", method="dqf", tpe_startup_trials=0)
+
+
+def _decisions(curves: list[list[float]], grace: int, plateau_tol: float | None) -> dict[str, int]:
+    """Epoch at which ASHA (as the study builds it) stops each trial of `curves`, run one after another."""
+    scheduler = asha_scheduler("objective", "min", len(curves[0]), grace, 2, plateau_tol)
+    stopped = {}
+    for k, curve in enumerate(curves):
+        trial = _Trial(f"t{k}")
+        scheduler.on_trial_add(None, trial)
+        for epoch, value in enumerate(curve, 1):
+            if scheduler.on_trial_result(None, trial, {"training_iteration": epoch, "objective": value}) == \
+                    TrialScheduler.STOP and epoch < len(curve):
+                stopped[trial.trial_id] = epoch
+                break
+    return stopped
+
+
+def test_plateau_rule_waits_for_evidence_then_stops_the_trial_that_is_behind():
+    on_plateau = [[1.00, 0.99, 1.00, 0.99], [1.00, 1.01, 1.00, 1.01], [1.01, 1.02, 1.02, 1.02]]
+    assert _decisions(on_plateau, 1, None) == {"t1": 2, "t2": 1}  # plain ASHA cuts on 0.01 of noise
+    assert _decisions(on_plateau, 1, 0.05) == {}  # nobody left the plateau (5%): no evidence, no stop
+    learns_then_stuck = [[1.00, 0.80, 0.60, 0.50], [1.01, 0.99, 1.00, 0.99], [1.00, 0.70, 0.55, 0.45]]
+    # epoch 1 counts for nobody (no trial can have left yet); at epoch 2 t0 has left (0.80 < 0.95), so
+    # the stuck t1 is compared there and stopped; t2 has left too and continues
+    assert _decisions(learns_then_stuck, 1, 0.05) == {"t1": 2}
+    assert _decisions(learns_then_stuck, 1, None) == {"t1": 1}
+    # a trial on the plateau after others left is behind: compared at the first rung with evidence
+    late = [[1.00, 0.80, 0.60, 0.50], [1.00, 1.00, 0.70, 0.60]]
+    assert _decisions(late, 1, 0.05) == {"t1": 2}
+    with pytest.raises(ValueError, match="plateau_tol must be >= 0"):
+        StudySpec(name="a", method="dqf", plateau_tol=-0.1)

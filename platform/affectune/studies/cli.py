@@ -71,6 +71,12 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
     p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
                    help="ASHA: epochs every trial runs before it may be stopped early (default: a quarter "
                         "of --epochs, at least 2; see docs/studies.md)")
+    p.add_argument("--plateau-tol", type=float, default=None, metavar="FRACTION",
+                   help="ASHA: compare a trial at a rung only once it (or an earlier trial there) improved on "
+                        "its first epoch's objective by this fraction (default: off; see docs/studies.md)")
+    p.add_argument("--tpe-startup-trials", type=int, default=None, metavar="N",
+                   help="TPE: random trials before it models the space (default: a quarter of --trials, "
+                        "2 to 10)")
     _add_evaluation_flags(p, d)
     p.add_argument("--seed", type=int, default=0)
     _add_ray_flags(p)
@@ -222,7 +228,7 @@ def spec_from_args(method: str, args) -> StudySpec:
         name=args.name, method=method, dataset=_dataset_source(args), search_space=args.space,
         base_config=base_config_from_args(method, args),
         num_trials=args.trials, max_concurrent=args.concurrent, objectives=tuple(objectives),
-        grace_period=args.grace_period,
+        grace_period=args.grace_period, plateau_tol=args.plateau_tol, tpe_startup_trials=args.tpe_startup_trials,
         workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, resources_per_worker=args.worker_resources,
         execution=args.execution, storage=args.storage, ray_storage_path=args.ray_storage,

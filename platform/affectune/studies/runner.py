@@ -189,7 +189,7 @@ def _sampler(space, spec: StudySpec):
         with warnings.catch_warnings():  # "experimental" since Optuna 3.1; its behaviour is what we test
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.BruteForceSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.resolved_tpe_startup_trials())
 
 
 def _space(spec: StudySpec):
@@ -351,18 +351,63 @@ def _tune_config(study: _Study):
         sampler=_sampler(study.space, spec),
     )
     scheduler = (asha_scheduler(first_metric, first_mode, epochs, spec.resolved_grace_period(epochs),
-                                spec.reduction_factor) if spec.use_asha else None)
+                                spec.reduction_factor, spec.plateau_tol) if spec.use_asha else None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
                            max_concurrent_trials=spec.max_concurrent)
 
 
-def asha_scheduler(metric: str, mode: str, max_epochs: int, grace_period: int, reduction_factor: int):
+def asha_scheduler(metric: str, mode: str, max_epochs: int, grace_period: int, reduction_factor: int,
+                   plateau_tol: float | None = None):
     """The study's early-stopping rule: Ray's ASHA on `metric` per epoch (training_iteration), rungs
-    at grace_period * reduction_factor**k; the search-efficiency benchmark replays this very object."""
+    at grace_period * reduction_factor**k; the search-efficiency benchmark replays this very object.
+    `plateau_tol` (None = off) makes rung decisions wait for evidence (`_PlateauASHA`)."""
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_epochs,
-                         grace_period=grace_period, reduction_factor=reduction_factor)
+    kwargs = dict(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_epochs,
+                  grace_period=grace_period, reduction_factor=reduction_factor)
+    if plateau_tol is None:
+        return ASHAScheduler(**kwargs)
+    return _plateau_asha_class()(plateau_tol=plateau_tol, **kwargs)
+
+
+def _plateau_asha_class():
+    """`_PlateauASHA`, defined on first use so importing the runner does not import Ray Tune."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class _PlateauASHA(ASHAScheduler):
+        """ASHA that compares trials at a rung only on evidence: a trial's value counts at a rung once
+        it has left the plateau (improved on its first epoch's value by more than `plateau_tol`
+        times that value), or once an earlier trial at that rung had left it (then a trial still on
+        the plateau is behind, and is compared). Otherwise the trial skips that rung (recorded as
+        NaN, which ASHA's cut-off ignores) and is judged at the next one, at equal epochs."""
+
+        def __init__(self, plateau_tol: float, **kwargs):
+            super().__init__(**kwargs)
+            self._plateau_tol = plateau_tol
+            self._first: dict[str, float] = {}
+            self._left: set[str] = set()
+            self._evidence: set[int] = set()  # rungs (milestones) where a trial that left the plateau counted
+
+        def on_trial_result(self, tune_controller, trial, result) -> str:
+            if self._time_attr not in result or self._metric not in result:
+                return super().on_trial_result(tune_controller, trial, result)
+            value, epoch = self._metric_op * result[self._metric], result[self._time_attr]  # higher is better
+            first = self._first.setdefault(trial.trial_id, value)
+            if value > first + self._plateau_tol * abs(first):
+                self._left.add(trial.trial_id)
+            rung = next(((m, rec) for m, rec in self._trial_info[trial.trial_id]._rungs
+                         if epoch >= m and trial.trial_id not in rec), None)  # the rung ASHA would decide at
+            if rung is None or epoch >= self._max_t:
+                return super().on_trial_result(tune_controller, trial, result)
+            milestone, recorded = rung
+            if trial.trial_id in self._left:
+                self._evidence.add(milestone)
+            elif milestone not in self._evidence:
+                recorded[trial.trial_id] = float("nan")  # no evidence yet: skip this rung
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    return _PlateauASHA
 
 
 def _max_epochs(study: _Study) -> int:

@@ -23,6 +23,13 @@ def default_grace_period(epochs: int) -> int:
     return min(epochs, max(2, epochs // 4))
 
 
+def default_tpe_startup_trials(num_trials: int) -> int:
+    """TPE's random start-up trials for a study of `num_trials` trials: Optuna's 10, or a quarter of
+    the budget when that is smaller (at least 2), so TPE models the space within the trials a study
+    runs (Optuna's 10 exceed a 9-trial study entirely); the search-efficiency benchmark chose it."""
+    return min(10, max(2, num_trials // 4))
+
+
 @dataclass
 class StudySpec:
     """One hyper-parameter study. Checked on construction; every field has a working default."""
@@ -51,6 +58,11 @@ class StudySpec:
     grace_period: int | None = None
     """ASHA: epochs every trial runs before it may be stopped; None = `default_grace_period` of the
     trials' epoch budget (a quarter of it, at least 2; docs/studies.md says why)."""
+    plateau_tol: float | None = None
+    """ASHA: None = plain rung decisions; a number = compare a trial at a rung only once it (or an
+    earlier trial at that rung) improved on its first epoch's objective by this fraction of it."""
+    tpe_startup_trials: int | None = None
+    """TPE: random trials before it models the space; None = `default_tpe_startup_trials(num_trials)`."""
     reduction_factor: int = 2
     """ASHA: keep 1/reduction_factor of the trials at each rung."""
     workers_per_trial: int = 1
@@ -122,6 +134,9 @@ class StudySpec:
         self.objectives = objectives
         need(self.grace_period is None or (isinstance(self.grace_period, int) and self.grace_period >= 1),
              f"grace_period must be an int >= 1 or None (the default for the epoch budget), got {self.grace_period!r}")
+        need(self.plateau_tol is None or self.plateau_tol >= 0, f"plateau_tol must be >= 0 or None, got {self.plateau_tol}")
+        need(self.tpe_startup_trials is None or (isinstance(self.tpe_startup_trials, int) and self.tpe_startup_trials >= 1),
+             f"tpe_startup_trials must be an int >= 1 or None (the default for num_trials), got {self.tpe_startup_trials!r}")
         need(self.reduction_factor >= 2, f"reduction_factor must be >= 2, got {self.reduction_factor}")
         need(self.workers_per_trial >= 1, f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
         need(self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
@@ -164,6 +179,10 @@ class StudySpec:
                  f"eval_splits must be distinct and non-empty, got {self.eval_splits}")
             need(not {"train", "valid"} & set(self.eval_splits),
                  f"eval_splits must not name the search's splits (train, valid), got {self.eval_splits}")
+
+    def resolved_tpe_startup_trials(self) -> int:
+        """TPE's start-up trials for this study."""
+        return self.tpe_startup_trials or default_tpe_startup_trials(self.num_trials)
 
     def resolved_grace_period(self, epochs: int) -> int:
         """The grace period ASHA uses for trials of `epochs` epochs (never more than `epochs`)."""
