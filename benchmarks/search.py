@@ -14,8 +14,9 @@ real studies).
    config "trains" by reading its curve for the study's train seed (the platform trains every
    search trial with the study seed). TPE + ASHA feeds every epoch to the scheduler the platform
    builds (`affectune.studies.runner.asha_scheduler`, Ray's ASHAScheduler with the study's grace
-   period and reduction factor) and stops where it says STOP; Optuna is told the best-so-far
-   value, as in a study. Trials run one at a time until the grid's epoch budget is spent.
+   period and reduction factor, optionally the plateau rule) and stops where it says STOP; Optuna
+   is told the best-so-far value, as in a study. Trials run one at a time until the grid's epoch
+   budget is spent. The candidates (`METHODS`) are options of the platform's own builders.
    The final pick is the platform's own `select_trials` over the replayed trial rows; its test
    AUILC is the mean over the table's train seeds (the final evaluation retrains the pick with
    every train seed). Test numbers are reported only: nothing in the replay reads them.

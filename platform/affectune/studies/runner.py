@@ -405,7 +405,9 @@ def _plateau_asha_class():
             elif milestone not in self._evidence:
                 recorded[trial.trial_id] = float("nan")  # no evidence yet: skip this rung
                 return TrialScheduler.CONTINUE
-            return super().on_trial_result(tune_controller, trial, result)
+            with warnings.catch_warnings():  # a rung of skipped trials only: no cut-off (NaN), no stop
+                warnings.filterwarnings("ignore", message="All-NaN slice", category=RuntimeWarning)
+                return super().on_trial_result(tune_controller, trial, result)
 
     return _PlateauASHA
 
