@@ -300,7 +300,7 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
 
 # --- ASHA stops an in-process trial: no stack trace, no thread left in torch ------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_studies import learner_then_stuck  # noqa: E402  (lr 3e-2, 1e-7, 3e-2, in that order)
+from test_studies import LEARNS_STUCK_LEARNS, learner_then_stuck  # noqa: E402  (lr 1e-2, 1e-7, 1e-2, in that order)
 
 TRACE_MARKS = ("Traceback", "Fatal Python error", "SIGABRT", "Aborted", "terminate called",
                "did not end within")
@@ -355,13 +355,13 @@ def test_a_stopped_trial_actor_waits_for_its_thread_to_leave_torch(ray_session, 
 def test_asha_stops_an_in_process_trial_without_a_stack_trace(ray_session, tmp_path, capfd):
     spec = StudySpec(name="asha-clean", method="dqf", dataset=DATASET, search_space=learner_then_stuck,
                      num_trials=3, max_concurrent=1, execution="in_process", grace_period=3, reduction_factor=2,
-                     base_config={"epochs": 4, "batch_size": 16, "patience": None, "model_config": {"hidden": 12}},
+                     base_config={"epochs": 4, "batch_size": 4, "patience": None, "model_config": {"hidden": 12}},
                      storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(3,), eval_splits=("test",),
                      verbose=0, seed=3)
     result = run_study(spec)
     time.sleep(2)  # the stopped actors have exited; their logs are flushed
     rows = result.trials.assign(lr=[json.loads(p)["lr"] for p in result.trials["params"]]).set_index("trial_id")
-    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] == 3e-2]
+    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] == LEARNS_STUCK_LEARNS[0]]
     assert len(stuck) == 1 and len(learners) == 2
     assert (stuck["status"] == "stopped").all() and (stuck["epochs_run"] == 3).all()  # ASHA's rung at epoch 3
     assert (learners["status"] == "completed").all() and (learners["epochs_run"] == 4).all()

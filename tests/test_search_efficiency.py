@@ -74,7 +74,7 @@ def test_replay_spends_the_grid_budget_and_respects_the_grace_period():
         str({"a": a, "b": b}) for a, b in itertools.product([0.0, 0.2], [0.0, 0.1]))  # each point once
     assert len(grid["trace"]) == 16 and grid["trace"][-1] == pytest.approx(0.51)  # best config, train seed 1
     assert grid["pick"] == {"a": 0.0, "b": 0.0}
-    asha = replay(table, "tpe+asha", 0, budget=16)
+    asha = replay(table, "tpe+asha (platform default)", 0, budget=16)
     assert asha["grace"] == 2 and len(asha["trace"]) == 16
     assert all(r["epochs_run"] >= 2 for r in asha["rows"][:-1])  # the last may be cut by the budget
     assert all(b <= a for a, b in zip(asha["trace"], asha["trace"][1:]))  # best so far never worsens
