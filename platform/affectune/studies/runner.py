@@ -3,8 +3,9 @@
     result = run_study(StudySpec(name="my-study", method="<model>", dataset="synthetic:mosi?scale=0.1"))
 
 Phases:
-1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded; each point once on
-   a finite grid no larger than the budget), ASHA stops poor ones on the first objective per epoch;
+1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded, its random start-up
+   scaled with the budget; each point once on a finite grid no larger than the budget), ASHA stops
+   poor ones on the first objective per epoch (after the grace period; optionally the plateau rule);
    each trial trains with Ray Train (or inside the trial for 1-worker CPU trials, see
    StudySpec.execution) on the validation-only view of the dataset and writes its own store row.
 2. selection on validation only: the top_k trials by the first objective (single objective) or
