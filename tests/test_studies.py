@@ -113,9 +113,11 @@ def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session
     # concurrent trials reports first; the stopped trial must still free its workers for the next.
     # grace_period is set (not the spec default): the rung must be at epoch 3, where the learner is
     # clearly ahead (at epochs 1-2 an untrained model can still score better than a learning one).
+    # 6 epochs: ASHA's STOP reaches the Train workers asynchronously (they keep training meanwhile), so
+    # with only one epoch after the rung the loser could finish (and be recorded completed) first.
     spec = _spec(tmp_path, "e2e-train", search_space=learner_then_stuck, num_trials=3, max_concurrent=1,
                  workers_per_trial=2, cpus_per_worker=0.5, execution="train", grace_period=3, reduction_factor=2,
-                 base_config={**BASE, "epochs": 4, "batch_size": 4}, train_seeds=(3,))
+                 base_config={**BASE, "epochs": 6, "batch_size": 4}, train_seeds=(3,))
     started = time.time()
     result = run_study(spec)
     # A placement-group hang would show as a worker-group start timeout (90 s here) and a failed trial;
@@ -127,14 +129,14 @@ def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session
     stopped = trials[trials["status"] == "stopped"]
     assert [lr for lr, s in zip(lrs, trials["status"]) if s == "stopped"] == [1e-7], trials[  # the loser, only
         ["params", "status", "learning_curve"]].to_dict("records")
-    assert (stopped["epochs_run"] == 3).all()  # stopped mid-training by ASHA, at its rung
+    assert stopped["epochs_run"].between(3, 5).all()  # stopped mid-training by ASHA, at its rung (+ the lag)
     curves = {t: {e["epoch"]: e["objective"] for e in (json.loads(c) if isinstance(c, str) else c)}
               for t, c in zip(trials["trial_id"], trials["learning_curve"])}
     for trial_id, last in zip(stopped["trial_id"], stopped["epochs_run"]):  # ASHA stops losers only
         others = [c[last] for t, c in curves.items() if t != trial_id and last in c]
         assert others and curves[trial_id][last] > min(others), (trial_id, curves)
     completed = trials[trials["status"] == "completed"]
-    assert len(completed) == 2 and (completed["epochs_run"] == 4).all()  # the third started after the stop
+    assert len(completed) == 2 and (completed["epochs_run"] == 6).all()  # the third started after the stop
     assert trials["node_id"].notna().all()
     # The objective (valmask MAE, min) of the selected trial is the best among completed ones.
     assert result.selected == [completed.sort_values("best_objective")["trial_id"].iloc[0]]
