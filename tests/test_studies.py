@@ -316,6 +316,8 @@ def test_cli_flags_build_the_spec():
     assert spec_from_args("dqf", parser.parse_args([])).resolved_execution == "in_process"
     assert spec_from_args("dqf", parser.parse_args([])).grace_period is None  # default_grace_period(epochs)
     assert spec_from_args("dqf", parser.parse_args(["--grace-period", "3"])).grace_period == 3
+    flagged = spec_from_args("dqf", parser.parse_args(["--plateau-tol", "0.05", "--tpe-startup-trials", "4"]))
+    assert (flagged.plateau_tol, flagged.tpe_startup_trials) == (0.05, 4)
     with pytest.raises(SystemExit):
         parser.parse_args(["--worker-resources", "[1]"])
 
