@@ -128,6 +128,30 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
                         f"default {COLD_START_TIMEOUT_S:g} with --address, Ray's 60 without")
 
 
+def add_comparison_flags(p: argparse.ArgumentParser) -> None:
+    """How a comparison's (method, seed) jobs run and what it writes (compare_methods.py, reproduce.py):
+    --n-boot, --concurrent, the Ray flags, --local, --overwrite, --out, --quiet, --verbose."""
+    p.add_argument("--n-boot", type=int, default=1000, help="paired-bootstrap resamples of the test samples")
+    p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
+    _add_ray_flags(p)
+    p.add_argument("--local", action="store_true",
+                   help="no Ray: the (method, seed) jobs in --concurrent processes of this machine (small machines)")
+    p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
+    p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output")
+
+
+def comparison_run_settings(args) -> dict:
+    """ComparisonSpec.run from the flags of `add_comparison_flags`."""
+    return {"max_concurrent": args.concurrent, "workers_per_trial": args.workers_per_trial,
+            "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker,
+            "resources_per_worker": args.worker_resources, "execution": args.execution,
+            "storage": args.storage, "ray_storage_path": args.ray_storage, "shared_storage": args.shared_storage,
+            "worker_start_timeout_s": _worker_start_timeout(args),
+            "verbose": 2 if args.verbose else 0 if args.quiet else 1}
+
+
 def _add_evaluation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     """Selection and final-evaluation flags (`--eval-seeds` is the old spelling of `--train-seeds`)."""
     from affectune.train_cli import DeprecatedAlias
