@@ -151,8 +151,8 @@ def _stored(store: str, name: str) -> pd.DataFrame:
 
 def test_umdf_table1_on_an_mmsa_fixture_prints_ours_next_to_the_paper(reproduce, files, capsys, tmp_path):
     store, out = str(tmp_path / "store"), tmp_path / "out"
-    reproduce.main(["--paper", "umdf", "--data", f"mmsa:{files}/mosi/aligned_50.pkl", *TINY, "--hidden", "10", "--set", "layers=1",
-                    "--storage", store, "--name", "repro-umdf", "--out", str(out)])
+    reproduce.main(["--paper", "umdf", "--data", f"mmsa:{files}/mosi/aligned_50.pkl", *TINY, "--hidden", "10",
+                    "--set", "layers=1", "--storage", store, "--name", "repro-umdf", "--out", str(out)])
     printed = capsys.readouterr().out
     ours = _stored(store, "repro-umdf")
     full_mae, full_f1 = ours.loc[("inter", "tav", "mae")], ours.loc[("inter", "tav", "non0_f1")]
