@@ -20,8 +20,8 @@ from affectune.metrics import PRIMARY_METRIC
 
 from affectune.compare import ComparisonExists, ComparisonSpec, default_name, export, format_markdown, \
     resolve_configs, run_comparison
-from affectune.studies.cli import _dataset_source, add_base_flags, add_comparison_flags, add_dataset_flags, \
-    add_grid_flags, apply_base_flags, comparison_run_settings
+from affectune.studies.cli import _dataset_source, add_comparison_flags, add_dataset_flags, apply_base_flags, \
+    apply_comparison_smoke_test, comparison_run_settings
 
 
 def parse_args(argv=None):
@@ -33,16 +33,12 @@ def parse_args(argv=None):
     p.add_argument("--from-studies", default="", help="comma-separated studies in the store: each gives its "
                    "method's config (the trial it selected on validation)")
     p.add_argument("--preset", default="paper", help="the other methods' named preset; 'none': their study defaults")
-    add_base_flags(p)
-    add_grid_flags(p, {"train_seeds": (0, 1, 2, 3, 4), "mask_seeds": (0,)}, "train seeds of every method")
-    add_comparison_flags(p)
-    p.add_argument("--smoke-test", action="store_true",
-                   help="every method, 2 train seeds x 1 epoch on 5%% of a synthetic preset, 200 resamples")
+    add_comparison_flags(p, "train seeds of every method",
+                         "every method, 2 train seeds x 1 epoch on 5%% of a synthetic preset, 200 resamples")
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.epochs, args.train_seeds, args.n_boot = 1, args.train_seeds[:2], 200
-        if args.scale is None and args.samples is None:
-            args.synthetic_scale = 0.05
+    apply_comparison_smoke_test(args)
+    if args.smoke_test and args.scale is None and args.samples is None:
+        args.synthetic_scale = 0.05
     return args
 
 

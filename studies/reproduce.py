@@ -20,7 +20,7 @@ from pathlib import Path
 from affectune.compare import ComparisonExists, ComparisonSpec, default_name, export, format_markdown, \
     resolve_configs, run_comparison
 from affectune.reproduce import ShapeMismatch, export_side_by_side, format_side_by_side, load_papers, side_by_side
-from affectune.studies.cli import add_base_flags, add_comparison_flags, add_grid_flags, apply_base_flags, \
+from affectune.studies.cli import add_comparison_flags, apply_base_flags, apply_comparison_smoke_test, \
     comparison_run_settings
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
@@ -38,14 +38,10 @@ def parse_args(argv=None, papers=None):
     p.add_argument("--allow-synthetic", action="store_true",
                    help="run on a synthetic: source (tries the protocol; the numbers are not comparable)")
     p.add_argument("--name", default=None, help="comparison name in the store (default reproduce-<paper>-<data>)")
-    add_base_flags(p)
-    add_grid_flags(p, {"train_seeds": (0, 1, 2, 3, 4), "mask_seeds": (0,)}, "train seeds (the papers: 5 runs)")
-    add_comparison_flags(p)
-    p.add_argument("--smoke-test", action="store_true",
-                   help="2 train seeds x 1 epoch, 200 resamples: checks the pipeline, not the paper")
+    add_comparison_flags(p, "train seeds (the papers average 5 runs)",
+                         "2 train seeds x 1 epoch, 200 resamples: checks the pipeline, not the paper")
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.epochs, args.train_seeds, args.n_boot = 1, args.train_seeds[:2], 200
+    apply_comparison_smoke_test(args)
     return args
 
 

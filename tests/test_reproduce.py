@@ -141,6 +141,11 @@ def test_corpus_flag_picks_the_table_when_the_path_names_none(files):
     assert requirement.corpus == "MOSEI" and {t.dataset.key for t in tables} == {"mosei"}
     with pytest.raises(ShapeMismatch, match="--corpus 'sims'.*MOSI, MOSEI"):
         paper.select(load(f"mmsa:{files}/data/aligned_50.pkl"), corpus="sims")
+    # --allow-synthetic: the format is not checked, the rest is (synthetic MOSI is a regression sequence set)
+    requirement, _ = paper.select(load("synthetic:mosi?scale=0.02"), allow_synthetic=True)
+    assert requirement.corpus == "MOSI"
+    with pytest.raises(ShapeMismatch, match="IEMOCAP.*task classification, not regression"):
+        paper.select(load("synthetic:iemocap?scale=0.02"), corpus="mosi", allow_synthetic=True)
 
 
 # --------------------------------------------------------------------------- the command end to end
