@@ -144,7 +144,7 @@ def test_corpus_flag_picks_the_table_when_the_path_names_none(files):
     # --allow-synthetic: the format is not checked, the rest is (synthetic MOSI is a regression sequence set)
     requirement, _ = paper.select(load("synthetic:mosi?scale=0.02"), allow_synthetic=True)
     assert requirement.corpus == "MOSI"
-    with pytest.raises(ShapeMismatch, match="IEMOCAP.*task classification, not regression"):
+    with pytest.raises(ShapeMismatch, match="iemocap.*MOSI: task classification, not regression"):
         paper.select(load("synthetic:iemocap?scale=0.02"), corpus="mosi", allow_synthetic=True)
 
 

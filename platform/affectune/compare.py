@@ -474,19 +474,20 @@ def wide_table(tables: pd.DataFrame, significance: pd.DataFrame, table: str, spl
     """Numeric wide form of one table: a row per method, "<subset> <metric> mean|std|best" columns,
     and for the AUILC table the significance columns (diff, seed_p, seed_effect, bootstrap_p, CI)."""
     cells = tables[(tables["table"] == table) & (tables["split"] == split)]
-    out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(cells["method"])), name="method"))
+    index = pd.Index(list(dict.fromkeys(cells["method"])), name="method")
     indexed = cells.set_index(["method", "subset", "metric"])
+    columns = {}  # built whole, then one frame: column-by-column inserts fragment it (PerformanceWarning)
     for subset, metric in _columns(cells, table, metrics):
         part = indexed.xs((subset, metric), level=("subset", "metric"))
         for stat in ("mean", "std", "best"):
-            out[f"{subset} {metric} {stat}"] = part[stat]
-    out["n_seeds"] = cells.groupby("method", sort=False)["n_seeds"].max()
+            columns[f"{subset} {metric} {stat}"] = part[stat]
+    columns["n_seeds"] = cells.groupby("method", sort=False)["n_seeds"].max()
     if table == "auilc" and significance is not None and len(significance):
         sig = significance[significance["split"] == split].set_index("method")
         for key in ("reference", "diff", "seed_p", "seed_effect", "bootstrap_p", "bootstrap_ci_low",
                     "bootstrap_ci_high"):
-            out[key] = sig[key]
-    return out.reset_index()
+            columns[key] = sig[key]
+    return pd.DataFrame({k: v.reindex(index) for k, v in columns.items()}, index=index).reset_index()
 
 
 def _cell(mean: float, std: float, best: bool, style: str) -> str:
