@@ -19,6 +19,7 @@ from pathlib import Path
 
 from affectune.compare import ComparisonExists, ComparisonSpec, default_name, export, format_markdown, \
     resolve_configs, run_comparison
+from affectune.metrics import PRIMARY_METRIC
 from affectune.reproduce import ShapeMismatch, export_side_by_side, format_side_by_side, load_papers, side_by_side
 from affectune.studies.cli import add_comparison_flags, apply_base_flags, apply_comparison_smoke_test, \
     comparison_run_settings
@@ -55,18 +56,21 @@ def main(argv=None):
         dataset = load(args.data)
         requirement, published = paper.select(dataset, args.corpus, args.allow_synthetic)
         spec = reproduction_spec(args, paper, dataset.source)
-        result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local)
+        result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local,
+                                dataset=dataset)
     except (DatasetError, ShapeMismatch, KeyError, ValueError, ComparisonExists) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     header = provenance(args, paper, requirement, spec)
     print("\n" + header + "\n", flush=True)
-    if published:
-        frame = side_by_side(result.tables, published)
+    frame = side_by_side(result.tables, published) if published else None
+    if frame is not None:
         print(format_side_by_side(frame), flush=True)
     else:
-        frame = None
-        print(f"{paper.paper}: no published numbers to compare against ({paper.no_numbers}). Ours:\n", flush=True)
-    print(format_markdown(result.tables, result.significance, f"{paper.method} on {spec.dataset}"), flush=True)
+        print(f"{paper.paper}: no published numbers to compare against: {paper.no_numbers}.\n", flush=True)
+    # the terminal gets the paper's metrics (else the primary one); --out files hold every metric
+    shown = list(dict.fromkeys(frame["metric"])) if frame is not None else [PRIMARY_METRIC[result.task]]
+    print(format_markdown(result.tables, result.significance, f"ours: {paper.method} on {spec.dataset}",
+                          metrics=shown), flush=True)
     if args.out:
         paths = export(result.tables, result.significance, args.out, spec.name, header)
         paths += export_side_by_side(frame, args.out, spec.name, header) if frame is not None else []
@@ -86,6 +90,9 @@ def reproduction_spec(args, paper, source: str) -> ComparisonSpec:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{paper.method} has no usable 'paper' preset for {source}: {exc.args[0]}") from None
     starts, sources = resolve_configs([paper.method], source, preset="paper", log=lambda _: None)
+    if args.eval_splits and "test" not in args.eval_splits:
+        raise ValueError(f"--eval-splits {','.join(args.eval_splits)}: the papers' numbers are on the test split; "
+                         "include test")
     name = args.name or default_name(source).replace("compare-", f"reproduce-{args.paper}-", 1)
     return ComparisonSpec(name=name + ("-smoke" if args.smoke_test and not args.name else ""), dataset=source,
                           configs={paper.method: apply_base_flags(paper.method, starts[paper.method], args)},
@@ -101,7 +108,7 @@ def provenance(args, paper, requirement, spec: ComparisonSpec) -> str:
     return "\n".join([
         f"### {paper.paper} ({paper.citation}) reproduced on {spec.dataset}",
         f"Data: {requirement.describe()} (the paper's shape: {requirement.section}).",
-        f"Published numbers: {paper.text}; each cites its table and section (studies/published/{args.paper}.toml).",
+        f"Published numbers: studies/published/{args.paper}.toml, copied from {paper.text}.",
         f"Ours: {paper.method} with its 'paper' preset" + (f", changed by {', '.join(changed)}" if changed else "")
         + f"; every number is from the checkpoint selected on the validation split (per train seed), evaluated "
         f"on the test split; mean ± std over {len(spec.train_seeds)} train seeds {list(spec.train_seeds)}, "

@@ -188,3 +188,9 @@ def test_dqf_table2_on_a_merbench_fixture_prints_ours_next_to_the_paper(reproduc
            "CMU-MOSEI: AUILC" in printed
     assert "**Table 1** (section 4.3" in printed and "**Table 3**" not in printed  # MELD's table: not this data
     assert "Data: CMU-MOSEI: merbench format, regression, frame sequences in every modality" in printed
+
+
+def test_numbers_off_the_test_split_are_refused(reproduce, files):
+    with pytest.raises(SystemExit, match="--eval-splits valid: the papers' numbers are on the test split"):
+        reproduce.main(["--paper", "umdf", "--data", f"mmsa:{files}/mosi/aligned_50.pkl", *TINY, "--eval-splits",
+                        "valid", "--storage", str(files / "refused")])

@@ -189,11 +189,12 @@ class ComparisonResult:
 
 
 def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False,
-                   local: bool = False) -> ComparisonResult:
+                   local: bool = False, dataset=None) -> ComparisonResult:
     """Train every (method, train seed), evaluate, build the tables, write it all to the store.
     `local`: without Ray, in `max_concurrent` processes of this machine (small or crowded
-    machines; the same configs, seeds, selection on validation and grid)."""
-    from affectune.data import load
+    machines; the same configs, seeds, selection on validation and grid). `dataset`: the Dataset
+    of `spec.dataset` when the caller has loaded it already (large real files), else loaded here."""
+    from affectune.data import canonical_source, load
     from affectune.store import open_store
     from affectune.studies.runner import cluster_shape, init_ray
     from affectune.studies.spec import check_store_shared
@@ -208,7 +209,10 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
         store.delete_comparison(spec.name)
     store.check_writable()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as run_study
-    dataset = load(spec.dataset)
+    if dataset is None:
+        dataset = load(spec.dataset)
+    elif dataset.source != canonical_source(spec.dataset):
+        raise ValueError(f"run_comparison: the dataset given is {dataset.source!r}, the spec's {spec.dataset!r}")
     splits = first.resolved_eval_splits(dataset)
     if local:
         trained, evaluated = _run_local(spec, dataset, splits)
@@ -311,6 +315,8 @@ def _run_local(spec: ComparisonSpec, dataset, splits) -> tuple[dict, dict]:
     forked processes of this machine (one job each at a time); the loop trains on the
     validation-only view and the selected weights are evaluated (nothing stored as an artifact)."""
     import multiprocessing
+
+    import torch._dynamo  # noqa: F401  the first optimizer imports it (~5 s): once here, not in every forked job
 
     jobs = [(method, seed) for method in spec.methods for seed in spec.train_seeds]
     threads = max(1, int(spec.run.get("cpus_per_worker", 1)))
