@@ -55,7 +55,7 @@ def main(argv=None):
     try:
         dataset = load(args.data)
         requirement, published = paper.select(dataset, args.corpus, args.allow_synthetic)
-        spec = reproduction_spec(args, paper, dataset.source)
+        spec = reproduction_spec(args, paper, dataset.source, requirement.corpus)
         result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local,
                                 dataset=dataset)
     except (DatasetError, ShapeMismatch, KeyError, ValueError, ComparisonExists) as exc:
@@ -80,16 +80,17 @@ def main(argv=None):
     return result
 
 
-def reproduction_spec(args, paper, source: str) -> ComparisonSpec:
-    """The paper's method with its `paper` preset (refused if it has none for this data), the budget flags
-    given, over the train seeds; named reproduce-<paper>-<source>."""
+def reproduction_spec(args, paper, source: str, corpus: str) -> ComparisonSpec:
+    """The paper's method with its `paper` preset for `corpus` (a method whose paper set it per corpus
+    picks by that name; refused if it has none), the budget flags given, over the train seeds; named
+    reproduce-<paper>-<source>."""
     from affectune.models import model_class
 
     try:  # resolve_configs would fall back to the study defaults: a reproduction must not
-        model_class(paper.method).preset("paper", source)
+        model_class(paper.method).preset("paper", corpus)
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"{paper.method} has no usable 'paper' preset for {source}: {exc.args[0]}") from None
-    starts, sources = resolve_configs([paper.method], source, preset="paper", log=lambda _: None)
+        raise ValueError(f"{paper.method} has no usable 'paper' preset for {corpus}: {exc.args[0]}") from None
+    starts, sources = resolve_configs([paper.method], corpus, preset="paper", log=lambda _: None)
     if args.eval_splits and "test" not in args.eval_splits:
         raise ValueError(f"--eval-splits {','.join(args.eval_splits)}: the papers' numbers are on the test split; "
                          "include test")

@@ -190,6 +190,19 @@ def test_dqf_table2_on_a_merbench_fixture_prints_ours_next_to_the_paper(reproduc
     assert "Data: CMU-MOSEI: merbench format, regression, frame sequences in every modality" in printed
 
 
+def test_the_preset_is_the_one_for_the_corpus_of_the_table(reproduce, files):
+    """UMDF's paper preset differs per corpus (batch 128 / 16, heads 10 / 8): --corpus picks it."""
+    from affectune.models import model_class
+
+    args = reproduce.parse_args(["--paper", "umdf", "--data", "x", "--corpus", "mosei"])
+    paper = load_paper(str(PUBLISHED / "umdf.toml"))
+    spec = reproduce.reproduction_spec(args, paper, f"mmsa:{files}/data/aligned_50.pkl", "MOSEI")
+    config = spec.configs["umdf"]
+    assert config["batch_size"] == 16 and config["model_config"]["heads"] == 8
+    assert config == model_class("umdf").presets["paper-mosei"] and spec.sources["umdf"]["source"] == "preset"
+    assert spec.train_seeds == (0, 1, 2, 3, 4)
+
+
 def test_numbers_off_the_test_split_are_refused(reproduce, files):
     with pytest.raises(SystemExit, match="--eval-splits valid: the papers' numbers are on the test split"):
         reproduce.main(["--paper", "umdf", "--data", f"mmsa:{files}/mosi/aligned_50.pkl", *TINY, "--eval-splits",
