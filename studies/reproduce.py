@@ -62,7 +62,7 @@ def main(argv=None):
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     header = provenance(args, paper, requirement, spec)
     print("\n" + header + "\n", flush=True)
-    frame = side_by_side(result.tables, published) if published else None
+    frame = side_by_side(result.tables, published, paper.method) if published else None
     if frame is not None:
         print(format_side_by_side(frame), flush=True)
     else:

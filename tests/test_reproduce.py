@@ -100,7 +100,8 @@ def test_side_by_side_converts_percentages_and_marks_cells_we_lack():
                            {"table": "inter", "split": "test", "method": "m", "subset": "tav", "metric": "non0_f1",
                             "mean": 0.8, "std": 0.01, "n_seeds": 2, "best": True}])
     paper = load_paper(str(PUBLISHED / "umdf.toml"))
-    frame = side_by_side(tables, [t for t in paper.tables if t.dataset.key == "mosi"])
+    other = tables.assign(method="other", mean=0.1)  # another method's cells are not ours
+    frame = side_by_side(pd.concat([other, tables]), [t for t in paper.tables if t.dataset.key == "mosi"], "m")
     full = frame[frame["subset"] == "tav"].set_index("column")
     assert full.loc["MAE", "ours_mean"] == pytest.approx(0.8) and full.loc["MAE", "diff"] == pytest.approx(0.018)
     assert full.loc["F1", "ours_mean"] == pytest.approx(80.0) and full.loc["F1", "diff"] == pytest.approx(-3.36)

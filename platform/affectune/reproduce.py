@@ -2,7 +2,7 @@
 
     paper = load_paper("studies/published/<paper>.toml")
     requirement, tables = paper.select(load(source))   # ShapeMismatch names the source, expected and found
-    frame = side_by_side(result.tables, tables)          # result: affectune.compare.run_comparison's
+    frame = side_by_side(result.tables, tables, paper.method)   # result: affectune.compare.run_comparison's
     print(format_side_by_side(frame))
 
 A data file (TOML, one per paper) holds the paper's citation, `[datasets.<key>]` requirements (the
@@ -250,10 +250,11 @@ def load_papers(directory: str) -> dict[str, Paper]:
 
 
 # --------------------------------------------------------------------------- side by side
-def side_by_side(tables: pd.DataFrame, published: list[PublishedTable], split: str = "test") -> pd.DataFrame:
-    """One row per published number with our mean ± std over train seeds on `split` (the same cell of
-    our `layout` table, in the paper's units) and ours minus the paper's; NaN where we have no cell."""
-    ours = tables[tables["split"] == split].set_index(["table", "subset", "metric"])
+def side_by_side(tables: pd.DataFrame, published: list[PublishedTable], method: str,
+                 split: str = "test") -> pd.DataFrame:
+    """One row per published number with `method`'s mean ± std over train seeds on `split` (the same
+    cell of our `layout` table, in the paper's units) and ours minus the paper's; NaN where we have no cell."""
+    ours = tables[(tables["split"] == split) & (tables["method"] == method)].set_index(["table", "subset", "metric"])
     rows = []
     for block in published:
         for entry in block.entries():
