@@ -30,8 +30,9 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
+# Two pytest processes at once (tests/shards.py: the Ray modules beside the rest), one per core.
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) tests/shards.py -q
 
 bench: setup
 	$(PY) -m benchmarks
