@@ -157,18 +157,100 @@ class TaskHead(nn.Module):
 # ----------------------------------------------------------------------------- attention
 
 
+ATTENTION_CHUNK = 1 << 20
+"""Score elements per chunk of the CPU dropout attention: one chunk's maps (4 MiB in fp32) stay
+in cache while they are scaled, softmaxed, dropped and multiplied."""
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, device=None) -> torch.Tensor:
+    """(shape) bool, True = dropped with probability p (resolved to 2**-15).
+
+    Four 15-bit draws per 64-bit random number: about 3x cheaper on the CPU than `bernoulli_`,
+    which drew one number per element and was the largest single cost of attention dropout."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # [0, 2**63)
+    lanes = bits.view(torch.int16)[:n] & 0x7FFF  # (n,) 4 uniform 15-bit lanes per draw (top bit of
+    return (lanes < round(p * 32768)).view(shape)  # the last lane is always 0, so all use 15 bits)
+
+
+def _scores_softmax(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T + bias) for pre-scaled q (n, Tq, e), k (n, Tk, e), bias (n, 1, Tk) -> (n, Tq, Tk)."""
+    kt = k.transpose(1, 2)  # (n, e, Tk)
+    scores = torch.bmm(q, kt) if bias is None else torch.baddbmm(bias, q, kt)
+    return scores.softmax(-1)
+
+
+class _ChunkedDropoutAttention(torch.autograd.Function):
+    """dropout(softmax(q k^T + bias)) v over chunks of the (batch x head) axis, for the CPU.
+
+    The explicit path kept three T x T maps per attention for backward (weights, dropout noise,
+    dropped weights: 12 bytes per score); this keeps a 1-byte drop mask and recomputes each
+    chunk's softmax in backward (one small-e matmul and a softmax). Chunks keep the maps in cache.
+    q is pre-scaled (N, Tq, e); k, v (N, Tk, e); bias (N, 1, Tk) additive (0 / -inf) or None.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, p: float):
+        chunk = max(1, ATTENTION_CHUNK // (q.shape[1] * k.shape[1]))
+        out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])  # (N, Tq, e)
+        dropped = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.bool, device=q.device)
+        with torch.autocast(q.device.type, enabled=False):  # inputs already carry autocast's dtype
+            for i in range(0, q.shape[0], chunk):
+                c = slice(i, i + chunk)
+                weights = _scores_softmax(q[c], k[c], None if bias is None else bias[c])  # (n, Tq, Tk)
+                dropped[c] = dropout_mask(weights.shape, p, q.device)
+                torch.bmm(weights.masked_fill_(dropped[c], 0.0), v[c], out=out[c])
+        ctx.save_for_backward(q, k, v, bias, dropped)
+        ctx.keep = 1.0 - p
+        return out.div_(ctx.keep)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, dropped = ctx.saved_tensors
+        chunk = max(1, ATTENTION_CHUNK // (q.shape[1] * k.shape[1]))
+        grad_out = grad_out / ctx.keep  # (N, Tq, e): the inverted-dropout scale, on the small side
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for i in range(0, q.shape[0], chunk):
+            c = slice(i, i + chunk)
+            weights = _scores_softmax(q[c], k[c], None if bias is None else bias[c])  # recomputed
+            d_kept = torch.bmm(grad_out[c], v[c].transpose(1, 2)).masked_fill_(dropped[c], 0.0)
+            d_scores = torch._softmax_backward_data(d_kept, weights, -1, weights.dtype)  # (n, Tq, Tk)
+            torch.bmm(weights.masked_fill_(dropped[c], 0.0).transpose(1, 2), grad_out[c], out=dv[c])
+            torch.bmm(d_scores, k[c], out=dq[c])
+            torch.bmm(d_scores.transpose(1, 2), q[c], out=dk[c])
+        return dq, dk, dv, None, None
+
+
+def chunked_dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              allowed: torch.Tensor | None, p: float) -> torch.Tensor:
+    """Attention with dropout p on the weights: q (B, h, Tq, e), k v (B, h, Tk, e) -> (B, h, Tq, e)."""
+    B, h, Tq, e = q.shape
+    Tk = k.shape[2]
+    q = (q * (1.0 / math.sqrt(e))).reshape(B * h, Tq, e)  # scaling q is cheaper than the scores
+    k, v = k.to(q.dtype).reshape(B * h, Tk, e), v.to(q.dtype).reshape(B * h, Tk, v.shape[-1])
+    bias = None
+    if allowed is not None:  # (B, 1, 1, Tk) -> additive (B * h, 1, Tk)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        bias = bias.expand(B, h, -1, Tk).reshape(B * h, -1, Tk)
+    return _ChunkedDropoutAttention.apply(q, k, v, bias, p).view(B, h, Tq, -1)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
               dropout: float = 0.0, need_weights: bool = False):
     """Scaled dot-product attention: q (B, h, Tq, e), k and v (B, h, Tk, e) -> ((B, h, Tq, e), weights).
 
     `allowed` (B, 1, 1, Tk) bool (True = may attend) or None (every key) must leave at least one
     key per row, so no NaN-safe softmax passes are needed (the caller handles keyless samples).
-    Without dropout and weights this is one fused kernel (on CPU the flash kernel: no T x T map is
-    kept for backward). Attention dropout has no fused CPU kernel, so that case is a lean explicit
-    path: in-place scale and mask, one softmax, one dropout mask. weights (B, h, Tq, Tk) or None.
+    Without weights this is one fused kernel where torch has one: SDPA (on CPU without dropout the
+    flash kernel, which keeps no T x T map for backward; on GPUs with dropout too). torch's CPU
+    kernels refuse dropout (`check_for_dropout`, aten/src/ATen/native/transformers/sdp_utils_cpp.h)
+    and fall back to a composite that keeps three T x T maps, so on the CPU dropout goes through
+    `chunked_dropout_attention`. With `need_weights` an explicit path returns weights (B, h, Tq, Tk).
     """
-    if dropout == 0.0 and not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+    if not need_weights:
+        if dropout == 0.0 or q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout), None
+        return chunked_dropout_attention(q, k, v, allowed, dropout), None
     scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, h, Tq, Tk)
     if allowed is not None:
         scores = scores.masked_fill_(~allowed, float("-inf"))
