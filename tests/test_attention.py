@@ -106,22 +106,22 @@ def test_batches_are_trimmed_to_their_longest_sample():
     assert all(empty.trimmed().features(m).shape[1] == 1 for m in data.lengths)  # never zero frames
 
 
-def test_dropout_mask_rate_and_lanes():
-    """Each of the four 15-bit lanes of a 64-bit draw drops at rate p; p = 0 drops nothing."""
+def test_keep_mask_rate_and_lanes():
+    """Each of the four 16-bit lanes of a 64-bit draw keeps at rate 1 - p; p = 0 keeps everything."""
     torch.manual_seed(0)
-    mask = L.dropout_mask((250_000, 4), 0.3)  # column j = lane j of each draw
-    assert mask.dtype == torch.bool and mask.shape == (250_000, 4)
-    torch.testing.assert_close(mask.float().mean(0), torch.full((4,), 0.3), rtol=0, atol=0.005)
-    assert not L.dropout_mask((1000,), 0.0).any()
+    keep = L.keep_mask((250_000, 4), 0.3)  # column j = lane j of each draw
+    assert keep.dtype == torch.uint8 and keep.shape == (250_000, 4) and keep.max() == 1
+    torch.testing.assert_close(keep.float().mean(0), torch.full((4,), 0.7), rtol=0, atol=0.005)
+    assert L.keep_mask((1000,), 0.0).all()
     torch.manual_seed(1)
-    a = L.dropout_mask((7, 5), 0.5)
+    a = L.keep_mask((7, 5), 0.5)
     torch.manual_seed(1)
-    assert torch.equal(a, L.dropout_mask((7, 5), 0.5))  # the global seed decides, as for F.dropout
+    assert torch.equal(a, L.keep_mask((7, 5), 0.5))  # the global seed decides, as for F.dropout
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 40], ids=["one-chunk", "many-chunks"])
 def test_chunked_dropout_attention_matches_autograd_with_the_same_mask(monkeypatch, chunk):
-    """Output and q/k/v gradients of the CPU dropout path (masks kept as bits, softmax recomputed in
+    """Output and q/k/v gradients of the CPU dropout path (a 1-byte keep mask, softmax recomputed in
     backward) equal plain autograd over the same drop masks, drawn in the same chunk order."""
     monkeypatch.setattr(L, "ATTENTION_CHUNK", chunk)  # 40 scores: 1 (batch x head) row per chunk
     q, k, v, key_valid = (t.requires_grad_() if t.dtype.is_floating_point else t for t in random_qkv())
@@ -133,10 +133,10 @@ def test_chunked_dropout_attention_matches_autograd_with_the_same_mask(monkeypat
 
     torch.manual_seed(3)  # the same masks, chunk by chunk over the B * h rows
     rows, per = 4 * 2, max(1, chunk // (5 * 7))
-    dropped = torch.cat([L.dropout_mask((min(per, rows - i), 5, 7), 0.25) for i in range(0, rows, per)])
-    assert dropped.any() and not dropped.all()
+    keep = torch.cat([L.keep_mask((min(per, rows - i), 5, 7), 0.25) for i in range(0, rows, per)])
+    assert keep.any() and not keep.all()
     scores = (q @ k.transpose(-1, -2) / math.sqrt(3)).masked_fill(~allowed, float("-inf"))
-    expected = (scores.softmax(-1).masked_fill(dropped.view(4, 2, 5, 7), 0.0) / 0.75) @ v
+    expected = (scores.softmax(-1) * keep.view(4, 2, 5, 7) / 0.75) @ v
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     for g, e in zip(grads, torch.autograd.grad(expected.sin().sum(), (q, k, v))):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
