@@ -140,3 +140,18 @@ def test_chunked_dropout_attention_matches_autograd_with_the_same_mask(monkeypat
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     for g, e in zip(grads, torch.autograd.grad(expected.sin().sum(), (q, k, v))):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_shared_dropout_scales_kept_elements_and_routes_gradients():
+    """layers.Dropout: kept elements scaled by 1 / (1 - p), dropped ones 0 with their gradient,
+    rate p, identity in eval mode."""
+    torch.manual_seed(0)
+    drop = L.Dropout(0.2).train()
+    x = torch.randn(200, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    assert abs(kept.float().mean().item() - 0.8) < 0.01
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    assert torch.equal(drop.eval()(x), x)
