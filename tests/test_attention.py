@@ -155,3 +155,36 @@ def test_shared_dropout_scales_kept_elements_and_routes_gradients():
     y.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / 0.8)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_length_buckets_visit_every_sample_once_with_less_padding():
+    """length_buckets: each epoch visits every row exactly once (a short last batch kept or dropped
+    as without buckets), reproducibly for a (seed, epoch), differently across epochs, and batches
+    of similar length carry fewer padded frames than shuffled ones."""
+    from affectune.data import load
+    from affectune.loader import EpochBatches, preload
+
+    data = preload(load("synthetic:mosi?scale=0.05&aligned=0&ood=0"), "train")
+    n = len(data)
+    total = torch.as_tensor(sum(data.lengths[m] for m in data.lengths))
+
+    def epoch(buckets, e, drop=False):
+        eb = EpochBatches(data, 10, seed=0, length_buckets=buckets, drop_small_last=drop)
+        eb.set_epoch(e)
+        return eb.batch_rows()
+
+    assert 0 < n % 10 < 5  # the split ends in a short batch, which drop_small_last drops
+    assert sorted(torch.cat(epoch(4, 1)).tolist()) == list(range(n))
+    kept = epoch(4, 1, drop=True)
+    assert len(kept) == len(epoch(0, 1, drop=True)) == n // 10 and all(len(r) == 10 for r in kept)
+    assert len(set(torch.cat(kept).tolist())) == n // 10 * 10
+    assert all(torch.equal(a, b) for a, b in zip(epoch(4, 2), epoch(4, 2)))  # reproducible
+    assert not all(torch.equal(a, b) for a, b in zip(epoch(4, 2), epoch(4, 3)))
+    padding = {b: sum(int((total[r].max() - total[r]).sum()) for r in epoch(b, 1)) for b in (0, 4)}
+    assert padding[4] < 0.5 * padding[0], padding
+    with pytest.raises(ValueError, match="length_buckets"):
+        EpochBatches(data, 8, seed=0, length_buckets=-1)
+    from affectune.train import TrainConfig
+
+    with pytest.raises(ValueError, match="length_buckets"):
+        TrainConfig(length_buckets=-1)
