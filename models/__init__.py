@@ -5,6 +5,9 @@ from affectune.models._registry import (  # noqa: F401
 )
 from affectune.models.base import MERModel, ModelConfig  # noqa: F401
 
+DEMO_MODEL = "dqf"
+"""The model `python -m affectune demo` trains unless told otherwise (it has a `demo` preset)."""
+
 # Importing the model files registers them (@register); keep one line per method.
 from affectune.models import cider  # noqa: F401,E402
 from affectune.models import dqf  # noqa: F401,E402

@@ -342,6 +342,10 @@ DQF.presets = {
     "paper": {"optimizer": "sgd", "momentum": 0.9, "lr": 1e-5, "batch_size": 64, "epochs": 100,
               "model_config": {"layers": 6, "heads": 4, "hidden": 48}},
 }
+DQF.presets["demo"] = {
+    # `python -m affectune demo`: a 1-layer DQF that learns in under a minute on 2 cores
+    "model_config": {"hidden": 32, "layers": 1}, "epochs": 8, "batch_size": 32, "lr": 2e-3, "patience": None,
+}
 DQF.study_defaults = {
     # a few minutes on 2 cores: a narrow model (24 is divisible by every head count searched)
     "epochs": 6, "batch_size": 32, "lr": 2e-3, "model_config": {"hidden": 24},

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.fitting import fit_fixed_batch
 from affectune import MODALITIES
 from affectune.data.schema import MASK_ID, PAD_ID, UNK_ID, DatasetSpec
 from affectune.loader import TensorSplit
@@ -294,18 +295,9 @@ def test_overfits_eight_synthetic_samples(source):
     batch = train.batch(slice(0, 8))
     model = fit(build_model("cider", {"hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0, "out_dropout": 0.0,
                                       "embed_dropout": 0.0}, ds.spec()), train, ds.source)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    views = TrainViews(batch)  # complete inputs only: the masked view falls back to the complete one
-    first = None
-    for _ in range(30):
-        loss = model.training_losses(views)["loss"]
-        first = float(loss.detach()) if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        last = float(model.training_losses(views)["loss"])
+    # complete inputs only: the masked view falls back to the complete one
+    first, last = fit_fixed_batch(model, TrainViews(batch), steps=30)
+    last = last["loss"]
     assert last < 0.5 * first, f"{source}: loss {first:.3f} -> {last:.3f}"
 
 

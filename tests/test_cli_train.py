@@ -45,6 +45,18 @@ def test_bad_set_key_is_a_clear_error():
     assert "--set nonsense" in proc.stderr and "hidden" in proc.stderr
 
 
+def test_demo_trains_the_default_models_demo_preset_and_refuses_a_model_without_one():
+    from affectune.models import DEMO_MODEL
+    from affectune.train import TrainConfig
+    from affectune.train_cli import DEMO_SOURCE, base_train_config
+
+    config = TrainConfig.from_dict({**base_train_config(DEMO_MODEL, "demo", DEMO_SOURCE), "dataset": DEMO_SOURCE})
+    assert config.model == DEMO_MODEL and config.epochs <= 10  # a demo budget, not a paper's
+    without = next(name for name in list_models() if "demo" not in model_class(name).presets)
+    proc = cli("demo", "--model", without)
+    assert proc.returncode == 2 and f"model {without!r} has no preset 'demo'" in proc.stderr
+
+
 def test_overrides_route_to_train_or_model_config():
     cfg = apply_overrides({"model": "dqf", "dataset": "synthetic:mosi", "epochs": 1},
                           ["lr=0.01", "hidden=32", "model_config.heads=2", "sinusoidal_pe=false", "optimizer=sgd"])

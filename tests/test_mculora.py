@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
+from tests.fitting import fit_fixed_batch
 from affectune import MODALITIES
 from affectune import missing
 from affectune.batch import Batch
@@ -332,17 +333,9 @@ def test_overfits_eight_samples(source):
     ds, train = _tiny_split(source, "train")
     batch = train.batch(slice(0, 8))
     model = build(spec=ds.spec(), dropout=0.0, lora_dropout=0.0)
-    opt = torch.optim.Adam(model.param_groups({"lr": 3e-3, "weight_decay": 0.0}))
-    views = TrainViews(batch)
-    first = float(model.training_losses(views)["loss"].detach())
-    for _ in range(40):
-        loss = model.training_losses(views)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        last = float(model.training_losses(views)["task"])
+    first, last = fit_fixed_batch(model, TrainViews(batch), steps=40,
+                                  params=model.param_groups({"lr": 3e-3, "weight_decay": 0.0}))
+    last = last["task"]
     assert last < 0.3 * first, f"{source}: loss {first:.3f} -> {last:.3f}"
 
 

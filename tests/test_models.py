@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.fitting import fit_fixed_batch
 from affectune import MODALITIES
 from affectune.batch import Batch
 from affectune.data.schema import MASK_ID, PAD_ID, DatasetSpec
@@ -206,17 +207,9 @@ def test_fits_a_real_synthetic_batch(name, source):
     model = build(name, ds.spec(), dropout=0.0)
     views = model.train_policy(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(model.training_losses(views)["loss"])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(25):  # complete inputs, fixed batch: the loss must fall
-        loss = model.training_losses(TrainViews(batch))["loss"]
-        first = float(loss.detach()) if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    first, last = fit_fixed_batch(model, TrainViews(batch), steps=25)  # complete inputs: the loss must fall
+    last = last["loss"]
     with torch.no_grad():
-        last = float(model.training_losses(TrainViews(batch))["loss"])
         pred = model.predict(batch)
     assert pred.shape == expected_pred_shape(ds.spec(), 8) and torch.isfinite(pred).all()
     assert last < 0.7 * first, f"{name} on {source}: loss {first:.3f} -> {last:.3f}"

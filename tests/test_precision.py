@@ -80,7 +80,7 @@ def test_fp16_uses_a_gradient_scaler_and_stays_finite(dataset, tmp_path):
 
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision must be one of"):
-        TrainConfig(precision="fp8")
+        TrainConfig("late_fusion", precision="fp8")
 
 
 def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(dataset, tmp_path):

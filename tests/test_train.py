@@ -150,16 +150,19 @@ def test_masked_validation_is_fixed_and_model_independent(dataset):
 
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="unknown train config key.*'epochz'"):
-        TrainConfig.from_dict({"epochz": 3})
+        TrainConfig.from_dict({"model": "late_fusion", "epochz": 3})
+    with pytest.raises(ValueError, match="no 'model'"):
+        TrainConfig.from_dict({"epochs": 3})  # the platform picks no method for the user
     with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig(optimizer="rmsprop")
+        TrainConfig("late_fusion", optimizer="rmsprop")
     with pytest.raises(ValueError, match="select_metric"):
-        TrainConfig(select_metric="valmask_nope")
+        TrainConfig("late_fusion", select_metric="valmask_nope")
     with pytest.raises(ValueError, match="classification metric"):
-        TrainConfig(select_metric="wf1").selection("regression")
-    assert TrainConfig().selection("regression") == ("valmask_mae", "min")
-    assert TrainConfig(select_metric="val_corr").selection("regression") == ("val_corr", "max")
-    assert TrainConfig.from_dict(TrainConfig(lr=0.5).to_dict()) == TrainConfig(lr=0.5)
+        TrainConfig("late_fusion", select_metric="wf1").selection("regression")
+    assert TrainConfig("late_fusion").selection("regression") == ("valmask_mae", "min")
+    assert TrainConfig("late_fusion", select_metric="val_corr").selection("regression") == ("val_corr", "max")
+    config = TrainConfig("late_fusion", lr=0.5)
+    assert TrainConfig.from_dict(config.to_dict()) == config
 
 
 def test_epoch_batches_shard_disjointly_and_reshuffle(dataset):

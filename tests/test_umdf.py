@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 
+from tests.fitting import fit_fixed_batch
 from affectune import MODALITIES
 from affectune.data.schema import DatasetSpec
 from affectune.models import build_model
@@ -263,17 +264,9 @@ def test_umdf_overfits_8_samples(source):
     model = build(ds.spec(), dropout=0.0)
     views = model.train_policy(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(model.training_losses(views)["loss"])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(25):  # complete inputs through both streams, fixed batch: the loss must fall
-        loss = model.training_losses(TrainViews(batch))["loss"]
-        first = float(loss.detach()) if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        last = float(model.training_losses(TrainViews(batch))["loss"])
+    # complete inputs through both streams, fixed batch: the loss must fall
+    first, last = fit_fixed_batch(model, TrainViews(batch), steps=25)
+    last = last["loss"]
     assert last < 0.7 * first, f"umdf on {source}: loss {first:.3f} -> {last:.3f}"
 
 

@@ -73,8 +73,8 @@ RESUME_FILE = "latest.pt"
 class TrainConfig:
     """Everything one training run needs; a plain dict in and out (`from_dict`, `to_dict`)."""
 
-    model: str = "dqf"
-    """Registered model name (affectune.models.list_models())."""
+    model: str
+    """Registered model name (affectune.models.list_models()); required."""
     model_config: dict = field(default_factory=dict)
     """Overrides of the model's config dataclass fields; unknown fields are an error."""
     dataset: str = "synthetic:mosi"
@@ -185,6 +185,8 @@ class TrainConfig:
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown train config key(s) {unknown}; valid keys are {sorted(known)}")
+        if "model" not in config:
+            raise ValueError("train config has no 'model': name a registered model (affectune.models.list_models())")
         return cls(**config)
 
     def to_dict(self) -> dict:

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 
 DEMO_SOURCE = "synthetic:mosi?scale=0.25"
-DEMO_CONFIG = {"model": "dqf", "model_config": {"hidden": 32, "layers": 1}, "epochs": 8, "batch_size": 32,
-               "lr": 2e-3, "patience": None}
-"""The demo's budget: a quarter-size MOSI-shaped set, a 1-layer DQF, 8 epochs (under a minute on 2 cores)."""
+"""The demo's data: a quarter-size MOSI-shaped set; the model's `demo` preset sets the budget."""
 
 
 class DeprecatedAlias(argparse.Action):
@@ -141,9 +139,16 @@ def _train_command(args) -> int:
 
 
 def _demo_command(args) -> int:
-    print(f"demo: training DQF on {DEMO_SOURCE} ({DEMO_CONFIG['epochs']} epochs), then the robustness grid\n")
-    run_train({**DEMO_CONFIG, "dataset": DEMO_SOURCE, "num_threads": args.threads}, mask_seeds=(0,),
-              out=args.out)
+    from affectune.models import DEMO_MODEL
+
+    model = args.model or DEMO_MODEL
+    try:
+        config = base_train_config(model, "demo", DEMO_SOURCE)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(f"demo: training {model} on {DEMO_SOURCE} ({config.get('epochs')} epochs), then the robustness grid\n")
+    run_train({**config, "dataset": DEMO_SOURCE, "num_threads": args.threads}, mask_seeds=(0,), out=args.out)
     return 0
 
 
@@ -151,7 +156,7 @@ def add_train_commands(subparsers) -> None:
     """`train` (one config, then the test grid) and `demo`."""
     p = subparsers.add_parser("train", help="train one config, evaluate it on the robustness grid",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="registered model name (dqf, mult, late_fusion, ...)")
+    p.add_argument("--model", required=True, help="registered model name (`python -m affectune models list`)")
     p.add_argument("--dataset", required=True, help="source string, e.g. synthetic:mosi?scale=0.25")
     p.add_argument("--preset", default=None,
                    help="the model's named train config to start from, e.g. paper (flags and --set override it)")
@@ -175,7 +180,10 @@ def add_train_commands(subparsers) -> None:
     p.add_argument("--out", help="directory for the checkpoint and the result tables")
     p.set_defaults(func=_train_command)
 
-    d = subparsers.add_parser("demo", help="train DQF briefly on the synthetic MOSI preset and print AUILC")
+    d = subparsers.add_parser("demo", help="train a model's `demo` preset briefly on the synthetic MOSI preset "
+                                           "and print AUILC")
+    d.add_argument("--model", default=None,
+                   help="a registered model with a `demo` preset (default: affectune.models.DEMO_MODEL)")
     d.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: oversubscribed threads on a busy machine are far slower)")
     d.add_argument("--out", help="directory for the checkpoint and the result tables")
