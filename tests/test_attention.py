@@ -182,9 +182,9 @@ def test_length_buckets_visit_every_sample_once_with_less_padding():
     assert not all(torch.equal(a, b) for a, b in zip(epoch(4, 2), epoch(4, 3)))
     padding = {b: sum(int((total[r].max() - total[r]).sum()) for r in epoch(b, 1)) for b in (0, 4)}
     assert padding[4] < 0.5 * padding[0], padding
-    with pytest.raises(ValueError, match="length_buckets"):
-        EpochBatches(data, 8, seed=0, length_buckets=-1)
     from affectune.train import TrainConfig
 
     with pytest.raises(ValueError, match="length_buckets"):
-        TrainConfig(length_buckets=-1)
+        EpochBatches(data, 8, seed=0, length_buckets=-1)
+    with pytest.raises(ValueError, match="length_buckets"):
+        TrainConfig(model="mult", length_buckets=-1)
