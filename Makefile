@@ -30,8 +30,9 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
+# Two pytest processes at once (tests/shards.py: the Ray modules beside the rest), one per core.
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) tests/shards.py -q
 
 bench: setup
 	$(PY) -m benchmarks
@@ -39,7 +40,8 @@ bench: setup
 # Our mult against MMSA's MulT on one MOSI-shaped MMSA file (benchmarks/peers.py). MMSA lives in
 # its own environment so its pins never touch ours: CPU torch first (as in setup), then MMSA
 # and its dependencies from PyPI. Nothing is downloaded while the benchmark runs.
-# Sizes: make bench-peers PEERS_ARGS="--train 48 --epochs 2 --repeats 2"
+# Sizes: make bench-peers PEERS_ARGS="--train 48 --epochs 3 --repeats 1 --buckets 3" (--buckets K adds a
+# length-bucketed run of ours)
 PEERS_VENV := .venv-peers
 PEERS_ARGS ?= --train 16 --epochs 1 --threads 1 --repeats 1
 $(PEERS_VENV)/.installed: Makefile

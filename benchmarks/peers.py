@@ -4,13 +4,14 @@ Both train MulT at MMSA's MOSI width and depth (d 50, 10 heads, 4 cross-modal le
 self-attention levels, Conv1D kernel 5, batch 16, Adam lr 2e-3, one optimiser step per batch) for
 the same epochs with the same intra-op threads, each in its own process (MMSA from `.venv-peers`
 through `benchmarks/mmsa_runner.py`, ours from this environment), alternating: for each repeat
-ours (attention dropout 0.1: the explicit attention path), MMSA, ours (no attention dropout:
-the fused kernel). Reported per tool: training samples/s (training passes only, validation
+ours (attention dropout 0.1: `layers.chunked_dropout_attention` on the CPU), MMSA, ours (no
+attention dropout: torch's fused flash kernel) and, with `--buckets K`, ours with dropout 0.1 and
+length-bucketed batches (`length_buckets=K`; it changes nothing while the train split is one batch). Reported per tool: training samples/s (training passes only, validation
 excluded) per wall second and per process CPU second (the robust figure on a shared
 machine: other processes steal wall time, not CPU time), process peak RSS, test MAE of the checkpoint its validation selected, parameters;
 and each of ours as a ratio to MMSA (medians over repeats).
 
-    python -m benchmarks.peers [--train 48 --epochs 2 --threads 1 --repeats 1]
+    python -m benchmarks.peers [--train 48 --epochs 2 --threads 1 --repeats 1 --buckets 3]
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ MULT_AT_MMSA_WIDTH = {"hidden": 50, "heads": 10, "layers": 4, "self_layers": 3, 
                       "embed_dropout": 0.2}
 """Our MulT at MMSA's MOSI settings (dst_feature_dim_nheads [50, 10], nlevels 4, 3 memory
 layers, conv1d kernels 5, embed_dropout 0.2); `dropout` is set per variant."""
-VARIANTS = {"ours, dropout 0.1": 0.1, "ours, dropout 0": 0.0}
+VARIANTS = {"ours, dropout 0.1": (0.1, 0), "ours, dropout 0": (0.0, 0)}
+"""Our runs: name -> (dropout, length_buckets); `--buckets K` adds "ours, 0.1, buckets K"."""
 
 
-def run_ours(file: str, epochs: int, threads: int, dropout: float, seed: int) -> dict:
+def run_ours(file: str, epochs: int, threads: int, dropout: float, seed: int, buckets: int = 0) -> dict:
     """Train our `mult` on the MMSA file; the same fields as mmsa_runner prints."""
     import torch
 
@@ -50,7 +52,7 @@ def run_ours(file: str, epochs: int, threads: int, dropout: float, seed: int) ->
             "model": "mult", "model_config": {**MULT_AT_MMSA_WIDTH, "dropout": dropout},
             "dataset": f"mmsa:{file}", "seed": seed, "epochs": epochs, "batch_size": 16,
             "eval_batch_size": 16, "lr": 2e-3, "patience": None, "select_metric": "val_mae",
-            "num_threads": threads, "checkpoint_dir": ckpt,
+            "num_threads": threads, "checkpoint_dir": ckpt, "length_buckets": buckets,
         }, dataset=dataset)
         model, _ = load_checkpoint(out.checkpoint_path)
     test = preload(dataset, "test")
@@ -74,18 +76,21 @@ def subprocess_json(cmd: list[str], log: Path) -> dict:
 
 
 def measure(a, work: Path) -> dict[str, list[dict]]:
-    """The interleaved runs: per repeat ours (dropout 0.1), MMSA, ours (dropout 0)."""
-    runs: dict[str, list[dict]] = {name: [] for name in ("MMSA MulT", *VARIANTS)}
+    """The interleaved runs: per repeat ours (dropout 0.1), MMSA, ours (dropout 0)[, ours bucketed]."""
+    variants = dict(VARIANTS) | ({f"ours, 0.1, buckets {a.buckets}": (0.1, a.buckets)} if a.buckets else {})
+    runs: dict[str, list[dict]] = {name: [] for name in ("MMSA MulT", *variants)}
     common = [a.file, "--epochs", str(a.epochs), "--threads", str(a.threads)]
     for r in range(a.repeats):
-        for name in ("ours, dropout 0.1", "MMSA MulT", "ours, dropout 0"):
+        for name in ("ours, dropout 0.1", "MMSA MulT", *list(variants)[1:]):
             if name == "MMSA MulT":
                 cmd = [str(PEERS_PYTHON), str(ROOT / "benchmarks" / "mmsa_runner.py"), *common,
                        "--out", str(work / f"mmsa-{r}")]
             else:
-                cmd = [sys.executable, "-m", "benchmarks.peers", "ours", *common, "--dropout", str(VARIANTS[name])]
+                dropout, buckets = variants[name]
+                cmd = [sys.executable, "-m", "benchmarks.peers", "ours", *common, "--dropout", str(dropout),
+                       "--buckets", str(buckets)]
             result = subprocess_json(cmd, work / f"{name.replace(' ', '_').replace(',', '')}-{r}.log")
-            print(f"  repeat {r + 1}: {name:18s} {result['samples_per_cpu_s']:6.2f} samples/CPU-s "
+            print(f"  repeat {r + 1}: {name:24s} {result['samples_per_cpu_s']:6.2f} samples/CPU-s "
                   f"({result['samples_per_s']:6.2f}/s wall), "
                   f"peak RSS {result['peak_rss_mb']:7.0f} MB, test MAE {result['test_mae']:.3f}", flush=True)
             runs[name].append(result)
@@ -97,10 +102,10 @@ def report(runs: dict[str, list[dict]]) -> str:
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} | {"parameters": rs[0]["parameters"]}
            for name, rs in runs.items()}
     ref = med["MMSA MulT"]
-    lines = [f"{'':18s} {'samples/CPU-s':>13s} {'x MMSA':>7s} {'samples/s':>9s} {'x MMSA':>7s} "
+    lines = [f"{'':24s} {'samples/CPU-s':>13s} {'x MMSA':>7s} {'samples/s':>9s} {'x MMSA':>7s} "
              f"{'peak RSS MB':>11s} {'x MMSA':>7s} {'test MAE':>8s} {'params':>9s}"]
     for name, m in med.items():
-        lines.append(f"{name:18s} {m['samples_per_cpu_s']:13.2f} {m['samples_per_cpu_s'] / ref['samples_per_cpu_s']:7.2f} "
+        lines.append(f"{name:24s} {m['samples_per_cpu_s']:13.2f} {m['samples_per_cpu_s'] / ref['samples_per_cpu_s']:7.2f} "
                      f"{m['samples_per_s']:9.2f} {m['samples_per_s'] / ref['samples_per_s']:7.2f} "
                      f"{m['peak_rss_mb']:11.0f} {m['peak_rss_mb'] / ref['peak_rss_mb']:7.2f} "
                      f"{m['test_mae']:8.3f} {m['parameters']:9d}")
@@ -116,12 +121,13 @@ def main(argv=None) -> None:
     for p in (ap, ours):
         p.add_argument("--epochs", type=int, default=2)
         p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--buckets", type=int, default=0, help="length_buckets of the bucketed run (0: none)")
     ap.add_argument("--train", type=int, default=48, help="train samples (valid 16, test 32)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.cmd == "ours":
-        print(json.dumps(run_ours(a.file, a.epochs, a.threads, a.dropout, seed=0)))
+        print(json.dumps(run_ours(a.file, a.epochs, a.threads, a.dropout, seed=0, buckets=a.buckets)))
         return
     if not PEERS_PYTHON.exists():
         sys.exit(f"{PEERS_PYTHON} is missing: `make bench-peers` creates it (torch, then MMSA from PyPI)")

@@ -1,5 +1,6 @@
-"""Layers shared by every method: masked pooling, positional encodings, padding-aware Conv1D,
-NaN-safe attention blocks, MLP and task heads.
+"""Layers shared by every method: masked pooling, positional encodings, cheap CPU dropout,
+padding-aware Conv1D, NaN-safe attention blocks (a chunked, recomputing path for attention dropout
+on the CPU), MLP and task heads.
 
 Conventions: features are (B, T, d); `valid` masks are (B, T) bool, True inside the sequence
 length (padding is False). Every block here
@@ -101,6 +102,34 @@ def fit_to_length(seq: torch.Tensor, length: int, batch_len: int) -> torch.Tenso
     return s.squeeze(0) if squeeze else s
 
 
+# ----------------------------------------------------------------------------- dropout
+
+
+def keep_mask(shape: tuple[int, ...], p: float, device=None) -> torch.Tensor:
+    """(shape) uint8, 1 = kept with probability 1 - p (p resolved to 2**-16), 0 = dropped.
+
+    Four 16-bit draws per 64-bit random number: about 4x cheaper on the CPU than `bernoulli_`,
+    which draws one number per element and was the largest single cost of attention dropout.
+    uint8, not bool: multiplying by it is ~9x faster than `masked_fill_` with a bool mask."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, None)  # all 64 bits
+    lanes = bits.view(torch.int16)[:n]  # (n,) uniform on [-2**15, 2**15)
+    keep = torch.empty(shape, dtype=torch.uint8, device=device)
+    torch.ge(lanes, round(p * 65536) - 32768, out=keep.view(-1))  # a uint8 out is 3x faster than bool
+    return keep
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout drawing its mask with `keep_mask` on the CPU (about 3x cheaper than torch's
+    `bernoulli_`, and autograd keeps 1 byte per element instead of 4); torch's kernel elsewhere.
+    The same distribution as nn.Dropout (p resolved to 2**-16), another random stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        return x.mul(keep_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
+
+
 # ----------------------------------------------------------------------------- projections
 
 
@@ -131,7 +160,7 @@ class MLP(nn.Module):
         mods: list[nn.Module] = []
         d = in_dim
         for _ in range(layers - 1):
-            mods += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
+            mods += [nn.Linear(d, hidden), nn.GELU(), Dropout(dropout)]
             d = hidden
         mods.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*mods)
@@ -157,18 +186,93 @@ class TaskHead(nn.Module):
 # ----------------------------------------------------------------------------- attention
 
 
+ATTENTION_CHUNK = 1 << 20
+"""Score elements per chunk of the CPU dropout attention: one chunk's maps (4 MiB in fp32) stay
+in cache while they are scaled, softmaxed, dropped and multiplied."""
+
+
+def _scores_softmax(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T + bias) for pre-scaled q (n, Tq, e), k (n, Tk, e), bias (n, 1, Tk) -> (n, Tq, Tk)."""
+    kt = k.transpose(1, 2)  # (n, e, Tk)
+    scores = torch.bmm(q, kt) if bias is None else torch.baddbmm(bias, q, kt)
+    return scores.softmax(-1)
+
+
+class _ChunkedDropoutAttention(torch.autograd.Function):
+    """dropout(softmax(q k^T + bias)) v over chunks of the (batch x head) axis, for the CPU.
+
+    The composite path kept three T x T maps per attention for backward (weights, dropout noise,
+    dropped weights: 12 bytes per score); this keeps a 1-byte keep mask and recomputes each chunk's
+    softmax in backward (one matmul with the small head width e and a softmax). Chunks keep the maps
+    in cache. Every product with a map is computed transposed, (e, T) = (e, T') x map, because a
+    matmul with a long, e-wide output is 3-7x slower on the CPU than the same one with an e-high one.
+    q is pre-scaled (N, Tq, e); k, v (N, Tk, e); bias (N, 1, Tk) additive (0 / -inf) or None.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, p: float):
+        chunk = max(1, ATTENTION_CHUNK // (q.shape[1] * k.shape[1]))
+        out_t = q.new_empty(q.shape[0], v.shape[2], q.shape[1])  # (N, e, Tq)
+        keep = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.uint8, device=q.device)
+        with torch.autocast(q.device.type, enabled=False):  # inputs already carry autocast's dtype
+            for i in range(0, q.shape[0], chunk):
+                c = slice(i, i + chunk)
+                weights = _scores_softmax(q[c], k[c], None if bias is None else bias[c])  # (n, Tq, Tk)
+                keep[c] = keep_mask(weights.shape, p, q.device)
+                torch.bmm(v[c].transpose(1, 2), weights.mul_(keep[c]).transpose(1, 2), out=out_t[c])
+        ctx.save_for_backward(q, k, v, bias, keep)
+        ctx.keep_prob = 1.0 - p
+        return out_t.div_(ctx.keep_prob).transpose(1, 2)  # (N, Tq, e)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, keep = ctx.saved_tensors
+        chunk = max(1, ATTENTION_CHUNK // (q.shape[1] * k.shape[1]))
+        g = grad_out / ctx.keep_prob  # (N, Tq, e): the inverted-dropout scale, on the small side
+        N, e = q.shape[0], q.shape[2]
+        dq_t, dk_t = q.new_empty(N, e, q.shape[1]), k.new_empty(N, e, k.shape[1])  # (N, e, T)
+        dv_t = v.new_empty(N, v.shape[2], v.shape[1])
+        for i in range(0, N, chunk):
+            c = slice(i, i + chunk)
+            weights = _scores_softmax(q[c], k[c], None if bias is None else bias[c])  # recomputed
+            d_kept = torch.bmm(g[c], v[c].transpose(1, 2)).mul_(keep[c])  # (n, Tq, Tk)
+            d_scores = torch._softmax_backward_data(d_kept, weights, -1, weights.dtype)  # (n, Tq, Tk)
+            torch.bmm(g[c].transpose(1, 2), weights.mul_(keep[c]), out=dv_t[c])
+            torch.bmm(k[c].transpose(1, 2), d_scores.transpose(1, 2), out=dq_t[c])
+            torch.bmm(q[c].transpose(1, 2), d_scores, out=dk_t[c])
+        return dq_t.transpose(1, 2), dk_t.transpose(1, 2), dv_t.transpose(1, 2), None, None
+
+
+def chunked_dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              allowed: torch.Tensor | None, p: float) -> torch.Tensor:
+    """Attention with dropout p on the weights: q (B, h, Tq, e), k v (B, h, Tk, e) -> (B, h, Tq, e)."""
+    B, h, Tq, e = q.shape
+    Tk = k.shape[2]
+    q = (q * (1.0 / math.sqrt(e))).reshape(B * h, Tq, e)  # scaling q is cheaper than the scores
+    k, v = k.to(q.dtype).reshape(B * h, Tk, e), v.to(q.dtype).reshape(B * h, Tk, v.shape[-1])
+    bias = None
+    if allowed is not None:  # (B, 1, 1, Tk) -> additive (B * h, 1, Tk)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        bias = bias.expand(B, h, -1, Tk).reshape(B * h, -1, Tk)
+    return _ChunkedDropoutAttention.apply(q, k, v, bias, p).view(B, h, Tq, -1)  # (B, h, Tq, e)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
               dropout: float = 0.0, need_weights: bool = False):
     """Scaled dot-product attention: q (B, h, Tq, e), k and v (B, h, Tk, e) -> ((B, h, Tq, e), weights).
 
     `allowed` (B, 1, 1, Tk) bool (True = may attend) or None (every key) must leave at least one
     key per row, so no NaN-safe softmax passes are needed (the caller handles keyless samples).
-    Without dropout and weights this is one fused kernel (on CPU the flash kernel: no T x T map is
-    kept for backward). Attention dropout has no fused CPU kernel, so that case is a lean explicit
-    path: in-place scale and mask, one softmax, one dropout mask. weights (B, h, Tq, Tk) or None.
+    Without weights this is one fused kernel where torch has one: SDPA (on CPU without dropout the
+    flash kernel, which keeps no T x T map for backward; on GPUs with dropout too). torch's CPU
+    kernels refuse dropout (`check_for_dropout`, aten/src/ATen/native/transformers/sdp_utils_cpp.h)
+    and fall back to a composite that keeps three T x T maps, so on the CPU dropout goes through
+    `chunked_dropout_attention`. With `need_weights` an explicit path returns weights (B, h, Tq, Tk).
     """
-    if dropout == 0.0 and not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+    if not need_weights:
+        if dropout == 0.0 or q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout), None
+        return chunked_dropout_attention(q, k, v, allowed, dropout), None
     scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, h, Tq, Tk)
     if allowed is not None:
         scores = scores.masked_fill_(~allowed, float("-inf"))
@@ -225,7 +329,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, ff_mult: int = 4, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), Dropout(dropout),
                                  nn.Linear(ff_mult * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,7 +351,7 @@ class CrossAttentionBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(dim)
         self.norm_ctx = nn.LayerNorm(dim) if norm_first else None
         self.norm_ff = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, x_valid: torch.Tensor | None, ctx: torch.Tensor,
                 ctx_valid: torch.Tensor | None) -> torch.Tensor:
@@ -292,7 +396,7 @@ class ResidualSelfAttention(nn.Module):
         super().__init__()
         self.attn = MultiHeadAttention(dim, heads, dropout)
         self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.norm(x + self.drop(self.attn(x, x, x, valid)))
@@ -328,7 +432,7 @@ class LoRALinear(nn.Module):
         self.private_B = nn.ParameterList(nn.Parameter(torch.zeros(out_dim, rank)) for _ in range(num_private))
         for a in (self.shared_A, *self.private_A):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # nn.Linear's own init, as LoRA does
-        self.lora_dropout = nn.Dropout(dropout)
+        self.lora_dropout = Dropout(dropout)
 
     def lora_parameters(self) -> list[nn.Parameter]:
         """The adapter weights (A and B of the shared and every private adapter), not the base."""

@@ -20,8 +20,8 @@ from affectune.metrics import PRIMARY_METRIC
 
 from affectune.compare import ComparisonExists, ComparisonSpec, default_name, export, format_markdown, \
     resolve_configs, run_comparison
-from affectune.studies.cli import _add_ray_flags, _dataset_source, _worker_start_timeout, add_base_flags, \
-    add_dataset_flags, add_grid_flags, apply_base_flags
+from affectune.studies.cli import _dataset_source, add_comparison_flags, add_dataset_flags, apply_base_flags, \
+    apply_comparison_smoke_test, comparison_run_settings
 
 
 def parse_args(argv=None):
@@ -33,24 +33,12 @@ def parse_args(argv=None):
     p.add_argument("--from-studies", default="", help="comma-separated studies in the store: each gives its "
                    "method's config (the trial it selected on validation)")
     p.add_argument("--preset", default="paper", help="the other methods' named preset; 'none': their study defaults")
-    add_base_flags(p)
-    add_grid_flags(p, {"train_seeds": (0, 1, 2, 3, 4), "mask_seeds": (0,)}, "train seeds of every method")
-    p.add_argument("--n-boot", type=int, default=1000, help="paired-bootstrap resamples of the test samples")
-    p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
-    _add_ray_flags(p)
-    p.add_argument("--local", action="store_true",
-                   help="no Ray: the (method, seed) jobs in --concurrent processes of this machine (small machines)")
-    p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
-    p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="every method, 2 train seeds x 1 epoch on 5%% of a synthetic preset, 200 resamples")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output")
+    add_comparison_flags(p, "train seeds of every method",
+                         "every method, 2 train seeds x 1 epoch on 5%% of a synthetic preset, 200 resamples")
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.epochs, args.train_seeds, args.n_boot = 1, args.train_seeds[:2], 200
-        if args.scale is None and args.samples is None:
-            args.synthetic_scale = 0.05
+    apply_comparison_smoke_test(args)
+    if args.smoke_test and args.scale is None and args.samples is None:
+        args.synthetic_scale = 0.05
     return args
 
 
@@ -82,12 +70,7 @@ def compare_one(args, dataset: str, methods: list[str]):
             name=args.name or default_name(dataset) + ("-smoke" if args.smoke_test else ""), dataset=dataset,
             configs=configs, sources=sources, train_seeds=args.train_seeds, mask_seeds=args.mask_seeds,
             eval_splits=args.eval_splits, n_boot=args.n_boot,
-            run={"max_concurrent": args.concurrent, "workers_per_trial": args.workers_per_trial,
-                 "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker,
-                 "resources_per_worker": args.worker_resources, "execution": args.execution,
-                 "storage": args.storage, "ray_storage_path": args.ray_storage, "shared_storage": args.shared_storage,
-                 "worker_start_timeout_s": _worker_start_timeout(args),
-                 "verbose": 2 if args.verbose else 0 if args.quiet else 1})
+            run=comparison_run_settings(args))
         result = run_comparison(spec, address=args.address, overwrite=args.overwrite, local=args.local)
     except (KeyError, ValueError, ComparisonExists) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None

@@ -104,3 +104,87 @@ def test_batches_are_trimmed_to_their_longest_sample():
     empty = data.batch(torch.tensor([0])).replace(valid={m: torch.zeros_like(v) for m, v in
                                                          data.batch(torch.tensor([0])).valid.items()})
     assert all(empty.trimmed().features(m).shape[1] == 1 for m in data.lengths)  # never zero frames
+
+
+def test_keep_mask_rate_and_lanes():
+    """Each of the four 16-bit lanes of a 64-bit draw keeps at rate 1 - p; p = 0 keeps everything."""
+    torch.manual_seed(0)
+    keep = L.keep_mask((250_000, 4), 0.3)  # column j = lane j of each draw
+    assert keep.dtype == torch.uint8 and keep.shape == (250_000, 4) and keep.max() == 1
+    torch.testing.assert_close(keep.float().mean(0), torch.full((4,), 0.7), rtol=0, atol=0.005)
+    assert L.keep_mask((1000,), 0.0).all()
+    torch.manual_seed(1)
+    a = L.keep_mask((7, 5), 0.5)
+    torch.manual_seed(1)
+    assert torch.equal(a, L.keep_mask((7, 5), 0.5))  # the global seed decides, as for F.dropout
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 40], ids=["one-chunk", "many-chunks"])
+def test_chunked_dropout_attention_matches_autograd_with_the_same_mask(monkeypatch, chunk):
+    """Output and q/k/v gradients of the CPU dropout path (a 1-byte keep mask, softmax recomputed in
+    backward) equal plain autograd over the same drop masks, drawn in the same chunk order."""
+    monkeypatch.setattr(L, "ATTENTION_CHUNK", chunk)  # 40 scores: 1 (batch x head) row per chunk
+    q, k, v, key_valid = (t.requires_grad_() if t.dtype.is_floating_point else t for t in random_qkv())
+    has_key = key_valid.any(1)
+    allowed = (key_valid | ~has_key[:, None])[:, None, None, :]
+    torch.manual_seed(3)
+    got, _ = L.attention(q, k, v, allowed, 0.25)
+    grads = torch.autograd.grad(got.sin().sum(), (q, k, v))
+
+    torch.manual_seed(3)  # the same masks, chunk by chunk over the B * h rows
+    rows, per = 4 * 2, max(1, chunk // (5 * 7))
+    keep = torch.cat([L.keep_mask((min(per, rows - i), 5, 7), 0.25) for i in range(0, rows, per)])
+    assert keep.any() and not keep.all()
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(3)).masked_fill(~allowed, float("-inf"))
+    expected = (scores.softmax(-1) * keep.view(4, 2, 5, 7) / 0.75) @ v
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    for g, e in zip(grads, torch.autograd.grad(expected.sin().sum(), (q, k, v))):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_shared_dropout_scales_kept_elements_and_routes_gradients():
+    """layers.Dropout: kept elements scaled by 1 / (1 - p), dropped ones 0 with their gradient,
+    rate p, identity in eval mode."""
+    torch.manual_seed(0)
+    drop = L.Dropout(0.2).train()
+    x = torch.randn(200, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    assert abs(kept.float().mean().item() - 0.8) < 0.01
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_length_buckets_visit_every_sample_once_with_less_padding():
+    """length_buckets: each epoch visits every row exactly once (a short last batch kept or dropped
+    as without buckets), reproducibly for a (seed, epoch), differently across epochs, and batches
+    of similar length carry fewer padded frames than shuffled ones."""
+    from affectune.data import load
+    from affectune.loader import EpochBatches, preload
+
+    data = preload(load("synthetic:mosi?scale=0.05&aligned=0&ood=0"), "train")
+    n = len(data)
+    total = torch.as_tensor(sum(data.lengths[m] for m in data.lengths))
+
+    def epoch(buckets, e, drop=False):
+        eb = EpochBatches(data, 10, seed=0, length_buckets=buckets, drop_small_last=drop)
+        eb.set_epoch(e)
+        return eb.batch_rows()
+
+    assert 0 < n % 10 < 5  # the split ends in a short batch, which drop_small_last drops
+    assert sorted(torch.cat(epoch(4, 1)).tolist()) == list(range(n))
+    kept = epoch(4, 1, drop=True)
+    assert len(kept) == len(epoch(0, 1, drop=True)) == n // 10 and all(len(r) == 10 for r in kept)
+    assert len(set(torch.cat(kept).tolist())) == n // 10 * 10
+    assert all(torch.equal(a, b) for a, b in zip(epoch(4, 2), epoch(4, 2)))  # reproducible
+    assert not all(torch.equal(a, b) for a, b in zip(epoch(4, 2), epoch(4, 3)))
+    padding = {b: sum(int((total[r].max() - total[r]).sum()) for r in epoch(b, 1)) for b in (0, 4)}
+    assert padding[4] < 0.5 * padding[0], padding
+    from affectune.train import TrainConfig
+
+    with pytest.raises(ValueError, match="length_buckets"):
+        EpochBatches(data, 8, seed=0, length_buckets=-1)
+    with pytest.raises(ValueError, match="length_buckets"):
+        TrainConfig(model="mult", length_buckets=-1)

@@ -21,6 +21,8 @@ from affectune.studies.runner import autoscaler_adds_nodes  # noqa: E402
 from affectune.studies.spec import COLD_START_TIMEOUT_S, StoreNotShared, StudySpec, check_store_shared  # noqa: E402
 from ray_start import start_ray  # noqa: E402
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -26,6 +26,8 @@ from ray.train.v2._internal.execution.worker_group.worker import ActorMetadata
 import background
 from affectune.devices import Placement, cap_gpu_memory, current_placement, describe, pick_device
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 FAKE_GPUS = background.REPO / "tests" / "fake_gpus.py"
 
 

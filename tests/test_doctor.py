@@ -13,6 +13,8 @@ import torch
 from affectune import doctor
 from ray_start import start_ray
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 
 @pytest.fixture(scope="module", autouse=True)
 def doctor_cli():

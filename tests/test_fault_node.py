@@ -32,6 +32,8 @@ from test_multinode import (  # noqa: E402
 from affectune.store import open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 SLOT = "slot"
 EPOCHS = 3
 

@@ -33,6 +33,8 @@ from affectune.store import StudyStore, open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
 from ray_start import start_ray  # noqa: E402
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 DATASET = "synthetic:mosi?scale=0.03"
 EPOCHS = 4
 

@@ -22,6 +22,8 @@ from affectune.studies import cli  # noqa: E402
 from affectune.studies.runner import _with_resources  # noqa: E402
 from ray_start import start_ray  # noqa: E402
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 
 def test_cli_fraction_reaches_the_spec_and_the_trial_resources(tmp_path):
     args = cli.build_parser("dqf", "d", {}).parse_args(

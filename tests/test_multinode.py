@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import ray
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAY_CLI = Path(sys.executable).with_name("ray")
 NODE2_RESOURCE = "node2"

@@ -27,6 +27,8 @@ from affectune.studies import StudySpec, TestSplitAccess, pareto_front, run_stud
 from affectune.studies.trial import TrialContext, run_worker  # noqa: E402
 from ray_start import start_ray  # noqa: E402
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 DATASET = "synthetic:mosi?scale=0.03"
 BASE = {"epochs": 2, "batch_size": 16, "patience": 5, "model_config": {"hidden": 12}}
 

@@ -18,6 +18,8 @@ import study_script_runs
 from affectune.store import open_store
 from study_script_runs import CASES, SCRIPTS, case_name
 
+pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+
 
 @pytest.fixture(scope="module")
 def runs(request) -> dict:

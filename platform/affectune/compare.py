@@ -189,11 +189,12 @@ class ComparisonResult:
 
 
 def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: bool = False,
-                   local: bool = False) -> ComparisonResult:
+                   local: bool = False, dataset=None) -> ComparisonResult:
     """Train every (method, train seed), evaluate, build the tables, write it all to the store.
     `local`: without Ray, in `max_concurrent` processes of this machine (small or crowded
-    machines; the same configs, seeds, selection on validation and grid)."""
-    from affectune.data import load
+    machines; the same configs, seeds, selection on validation and grid). `dataset`: the Dataset
+    of `spec.dataset` when the caller has loaded it already (large real files), else loaded here."""
+    from affectune.data import canonical_source, load
     from affectune.store import open_store
     from affectune.studies.runner import cluster_shape, init_ray
     from affectune.studies.spec import check_store_shared
@@ -208,7 +209,10 @@ def run_comparison(spec: ComparisonSpec, address: str | None = None, overwrite: 
         store.delete_comparison(spec.name)
     store.check_writable()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as run_study
-    dataset = load(spec.dataset)
+    if dataset is None:
+        dataset = load(spec.dataset)
+    elif dataset.source != canonical_source(spec.dataset):
+        raise ValueError(f"run_comparison: the dataset given is {dataset.source!r}, the spec's {spec.dataset!r}")
     splits = first.resolved_eval_splits(dataset)
     if local:
         trained, evaluated = _run_local(spec, dataset, splits)
@@ -311,6 +315,8 @@ def _run_local(spec: ComparisonSpec, dataset, splits) -> tuple[dict, dict]:
     forked processes of this machine (one job each at a time); the loop trains on the
     validation-only view and the selected weights are evaluated (nothing stored as an artifact)."""
     import multiprocessing
+
+    import torch._dynamo  # noqa: F401  the first optimizer imports it (~5 s): once here, not in every forked job
 
     jobs = [(method, seed) for method in spec.methods for seed in spec.train_seeds]
     threads = max(1, int(spec.run.get("cpus_per_worker", 1)))
@@ -474,19 +480,20 @@ def wide_table(tables: pd.DataFrame, significance: pd.DataFrame, table: str, spl
     """Numeric wide form of one table: a row per method, "<subset> <metric> mean|std|best" columns,
     and for the AUILC table the significance columns (diff, seed_p, seed_effect, bootstrap_p, CI)."""
     cells = tables[(tables["table"] == table) & (tables["split"] == split)]
-    out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(cells["method"])), name="method"))
+    index = pd.Index(list(dict.fromkeys(cells["method"])), name="method")
     indexed = cells.set_index(["method", "subset", "metric"])
+    columns = {}  # built whole, then one frame: column-by-column inserts fragment it (PerformanceWarning)
     for subset, metric in _columns(cells, table, metrics):
         part = indexed.xs((subset, metric), level=("subset", "metric"))
         for stat in ("mean", "std", "best"):
-            out[f"{subset} {metric} {stat}"] = part[stat]
-    out["n_seeds"] = cells.groupby("method", sort=False)["n_seeds"].max()
+            columns[f"{subset} {metric} {stat}"] = part[stat]
+    columns["n_seeds"] = cells.groupby("method", sort=False)["n_seeds"].max()
     if table == "auilc" and significance is not None and len(significance):
         sig = significance[significance["split"] == split].set_index("method")
         for key in ("reference", "diff", "seed_p", "seed_effect", "bootstrap_p", "bootstrap_ci_low",
                     "bootstrap_ci_high"):
-            out[key] = sig[key]
-    return out.reset_index()
+            columns[key] = sig[key]
+    return pd.DataFrame({k: v.reindex(index) for k, v in columns.items()}, index=index).reset_index()
 
 
 def _cell(mean: float, std: float, best: bool, style: str) -> str:

@@ -113,15 +113,27 @@ class EpochBatches:
     is a plain seeded permutation. `drop_last` drops a final batch smaller than half `batch_size`
     when there are at least two batches: a 1-sample batch gives a noisy step and breaks models
     that normalise over the batch.
+
+    `length_buckets` k > 0 groups samples of similar length (bucketing, as fairseq and AllenNLP
+    do): each run of k x batch_size samples of the shuffled shard is sorted by total length
+    (frames summed over modalities) and cut into batches, and the batches are shuffled, both
+    seeded by (seed, epoch). Every sample is still visited once per epoch, but a batch now holds
+    samples of similar length, so trimming cuts most of its padding (attention cost grows with
+    the square of the frames); batch composition is no longer uniformly random.
     """
 
     def __init__(self, data: TensorSplit, batch_size: int, *, seed: int, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True, drop_small_last: bool = True):
+                 world_size: int = 1, shuffle: bool = True, drop_small_last: bool = True,
+                 length_buckets: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if length_buckets < 0:
+            raise ValueError(f"length_buckets must be >= 0 (0 = off), got {length_buckets}")
         self.data = data
         self.batch_size = int(batch_size)
         self.drop_small_last = drop_small_last
+        self.length_buckets = int(length_buckets)
+        self.total_length = torch.as_tensor(sum(data.lengths[m] for m in MODALITIES))  # (N,) frames
         # The sampler only needs len(); a range is a sized stand-in for the split.
         self.sampler = DistributedSampler(range(len(data)), num_replicas=world_size, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=False)
@@ -139,10 +151,25 @@ class EpochBatches:
         keep_rest = rest > 0 and not (self.drop_small_last and full >= 1 and rest < self.batch_size / 2)
         return full + int(keep_rest)
 
+    def batch_rows(self) -> list[torch.Tensor]:
+        """This epoch's batches as row indices (CPU int64), in visiting order."""
+        order = self.shard()  # (n_rank,)
+        rows = [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
+        if not self.length_buckets:
+            return rows
+        pool = self.length_buckets * self.batch_size  # a multiple of the batch: only the last batch is short
+        rows = []
+        for start in range(0, len(order), pool):
+            chunk = order[start:start + pool]
+            chunk = chunk[torch.argsort(self.total_length[chunk], stable=True)]  # ties keep the shuffle
+            rows += list(chunk.split(self.batch_size))
+        rows = rows[:len(self)]  # the short last batch goes where drop_small_last would drop it
+        g = torch.Generator().manual_seed(self.sampler.seed + self.sampler.epoch)
+        return [rows[k] for k in torch.randperm(len(rows), generator=g).tolist()]
+
     def __iter__(self) -> Iterator[Batch]:
-        order = self.shard().to(self.data.device)  # (n_rank,)
-        for k in range(len(self)):
-            yield self.data.batch(order[k * self.batch_size:(k + 1) * self.batch_size]).trimmed()
+        for rows in self.batch_rows():
+            yield self.data.batch(rows.to(self.data.device)).trimmed()
 
 
 def masked_copy(data: TensorSplit, dropped: dict[str, torch.Tensor], *, fill: str = "zero",

@@ -128,6 +128,10 @@ class TrainConfig:
     """On GPUs with TF32 (Ampere and later), let fp32 matmuls and convolutions use it."""
     compile: bool = False
     """torch.compile the model's forward (opt-in: compilation costs time up front)."""
+    length_buckets: int = 0
+    """0 = uniformly shuffled batches; k > 0 = batches of similar-length samples (each run of
+    k x batch_size shuffled samples sorted by length, batches shuffled; seeded per epoch), so
+    trimming removes most padding: faster attention, less random batch composition."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -167,6 +171,8 @@ class TrainConfig:
         need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
         need(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1 or None, got {self.num_threads}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(isinstance(self.length_buckets, int) and not isinstance(self.length_buckets, bool)
+             and self.length_buckets >= 0, f"length_buckets must be an int >= 0 (0 = off), got {self.length_buckets!r}")
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
@@ -591,7 +597,8 @@ def _prepare(cfg: TrainConfig, dataset: Dataset | None) -> _Run:
     optimizer = build_optimizer(cfg, check_param_groups(model, model.param_groups(cfg.to_dict())))
     torch.manual_seed(_stream_seed(cfg.seed, rank, 1))  # dropout differs per rank, reproducibly
     policy_gen = torch.Generator(device=device).manual_seed(_stream_seed(cfg.seed, rank, 2))
-    batches = EpochBatches(train_data, cfg.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
+    batches = EpochBatches(train_data, cfg.batch_size // world, seed=cfg.seed, rank=rank, world_size=world,
+                           length_buckets=cfg.length_buckets)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if rank == 0 and ckpt_dir is None:
         ckpt_dir = Path(tempfile.mkdtemp(prefix="affectune-ckpt-"))

@@ -134,6 +134,40 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
                         f"default {COLD_START_TIMEOUT_S:g} with --address, Ray's 60 without")
 
 
+def add_comparison_flags(p: argparse.ArgumentParser, seeds_help: str, smoke_help: str) -> None:
+    """The flags of a comparison script (compare_methods.py, reproduce.py): the base flags, train seeds
+    (5 by default) and mask seeds, --n-boot, --concurrent, the Ray flags, --local, --overwrite, --out,
+    --quiet, --verbose and --smoke-test (applied by `apply_comparison_smoke_test`)."""
+    add_base_flags(p)
+    add_grid_flags(p, {"train_seeds": (0, 1, 2, 3, 4), "mask_seeds": (0,)}, seeds_help)
+    p.add_argument("--smoke-test", action="store_true", help=smoke_help)
+    p.add_argument("--n-boot", type=int, default=1000, help="paired-bootstrap resamples of the test samples")
+    p.add_argument("--concurrent", type=int, default=2, help="(method, seed) jobs at the same time")
+    _add_ray_flags(p)
+    p.add_argument("--local", action="store_true",
+                   help="no Ray: the (method, seed) jobs in --concurrent processes of this machine (small machines)")
+    p.add_argument("--overwrite", action="store_true", help="replace a comparison of the same name")
+    p.add_argument("--out", default=None, help="also write Markdown, CSV and LaTeX (booktabs) tables here")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--verbose", action="store_true", help="also Ray Tune's own output")
+
+
+def apply_comparison_smoke_test(args) -> None:
+    """--smoke-test of a comparison: 1 epoch, the first 2 train seeds, 200 bootstrap resamples."""
+    if args.smoke_test:
+        args.epochs, args.train_seeds, args.n_boot = 1, args.train_seeds[:2], 200
+
+
+def comparison_run_settings(args) -> dict:
+    """ComparisonSpec.run from the flags of `add_comparison_flags`."""
+    return {"max_concurrent": args.concurrent, "workers_per_trial": args.workers_per_trial,
+            "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker,
+            "resources_per_worker": args.worker_resources, "execution": args.execution,
+            "storage": args.storage, "ray_storage_path": args.ray_storage, "shared_storage": args.shared_storage,
+            "worker_start_timeout_s": _worker_start_timeout(args),
+            "verbose": 2 if args.verbose else 0 if args.quiet else 1}
+
+
 def _add_evaluation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     """Selection and final-evaluation flags (`--eval-seeds` is the old spelling of `--train-seeds`)."""
     from affectune.train_cli import DeprecatedAlias

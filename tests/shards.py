@@ -1,0 +1,54 @@
+"""`make test`: the suite as two pytest processes at once, so both cores of a small machine work.
+
+    python tests/shards.py [PYTEST ARGS...]
+
+Most tests run one torch thread; the Ray modules (marked `cluster`: they start Ray clusters, Ray
+Train worker groups and study subprocesses) spend much of their time starting processes. One
+pytest runs `-m cluster`, the other `-m "not cluster"`, each with the arguments given; their
+output lines are prefixed with the shard's name, and each shard's summary is repeated at the end.
+The exit code is the worse of the two (a shard left empty by -k or a path counts as passed).
+A new test module belongs to the local shard unless it sets `pytestmark = pytest.mark.cluster`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+SHARDS = {"cluster": "cluster", "local": "not cluster"}
+"""Shard name -> its marker expression."""
+NO_TESTS_COLLECTED = 5
+"""pytest's exit code when a shard selects nothing (e.g. `-k` matched only the other shard)."""
+
+
+def _stream(name: str, proc: subprocess.Popen, tail: list[str]) -> None:
+    """Copy a shard's output line by line with its prefix; keep its last lines for the summary."""
+    for line in proc.stdout:
+        sys.stdout.write(f"[{name}] {line}")
+        sys.stdout.flush()
+        tail.append(line)
+        del tail[:-15]
+
+
+def main(args: list[str]) -> int:
+    procs, tails, threads = {}, {}, []
+    for name, expression in SHARDS.items():
+        procs[name] = subprocess.Popen([sys.executable, "-m", "pytest", "-m", expression, *args],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        tails[name] = []
+        threads.append(threading.Thread(target=_stream, args=(name, procs[name], tails[name]), daemon=True))
+        threads[-1].start()
+    codes = {name: proc.wait() for name, proc in procs.items()}
+    for thread in threads:
+        thread.join()
+    print("\n" + "=" * 30 + " both shards " + "=" * 30)
+    for name, code in codes.items():
+        last = next((line.strip() for line in reversed(tails[name]) if line.strip()), "")
+        print(f"[{name}] exit {code}: {last}")
+    ran = [code for code in codes.values() if code != NO_TESTS_COLLECTED]
+    return max(ran) if ran else NO_TESTS_COLLECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
