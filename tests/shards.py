@@ -2,9 +2,9 @@
 
     python tests/shards.py [PYTEST ARGS...]
 
-Most tests run one torch thread; the Ray modules (marked `cluster`: they start Ray clusters, Ray
-Train worker groups and study subprocesses) spend much of their time starting processes. One
-pytest runs `-m cluster`, the other `-m "not cluster"`, each with the arguments given; their
+One pytest runs the modules marked `cluster` (most of those that start Ray clusters, Ray Train
+worker groups and study subprocesses), the other `-m "not cluster"` (the rest, and the Ray modules
+left unmarked so the two shards take about as long), each with the arguments given; their
 output lines are prefixed with the shard's name, and each shard's summary is repeated at the end.
 The exit code is the worse of the two (a shard left empty by -k or a path counts as passed).
 A new test module belongs to the local shard unless it sets `pytestmark = pytest.mark.cluster`.

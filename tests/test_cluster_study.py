@@ -1,6 +1,7 @@
 """The study side of the GPU cluster path, tested without a cluster: the spec refuses what NCCL
 cannot run, the store defaults to $AFFECTUNE_STORAGE and must be shared on a cluster, trials wait
-for cold nodes, runs record their device, and the code version ships with the code."""
+for cold nodes, and the code version ships with the code (that Ray Train runs record their device is
+checked on the study scripts' smoke runs, tests/test_study_scripts.py)."""
 
 from __future__ import annotations
 
@@ -216,25 +217,3 @@ def test_code_version_ships_with_a_partial_copy_of_the_tree(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import affectune; print(affectune.write_code_version())"],
                          cwd=edited, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == f"0.1.0+g{sha}.dirty"
-
-
-# ----------------------------------------------------------------------------- end to end
-def one_layer_space(trial):
-    """Module level, so Tune can pickle the searcher that holds it."""
-    trial.suggest_categorical("layers", (1,))
-
-
-def test_a_ray_train_study_records_the_device_of_every_run(local_ray, tmp_path):
-    """One Ray Train trial on a local Ray: the store check passes, the start timeout travels, and
-    the trial row names the device (CPU here: the worker reserved no GPU)."""
-    from affectune.studies.runner import run_study
-
-    spec = StudySpec(name="device-row", method="dqf", dataset="synthetic:mosi?scale=0.03", search_space=one_layer_space,
-                     base_config={"epochs": 1, "batch_size": 16, "patience": 2, "model_config": {"hidden": 12}},
-                     num_trials=1, max_concurrent=1, execution="train", cpus_per_worker=0.5,
-                     storage=str(tmp_path / "store"), mask_seeds=(0,), train_seeds=(0,), verbose=0,
-                     worker_start_timeout_s=90.0, controller_failure_limit=1)
-    result = run_study(spec)
-    (row,) = result.trials.to_dict("records")
-    assert row["status"] == "completed"
-    assert row["device"] == "cpu" and isinstance(row["device_name"], str) and row["device_name"]

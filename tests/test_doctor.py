@@ -13,7 +13,7 @@ import torch
 from affectune import doctor
 from ray_start import start_ray
 
-pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+# Not marked `cluster` though it starts Ray: tests/shards.py balances its two shards by time.
 
 
 @pytest.fixture(scope="module", autouse=True)

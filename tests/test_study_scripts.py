@@ -47,3 +47,5 @@ def test_study_script_runs_on_user_files(runs, script, fmt, smoke):
     assert trials["dataset"].iloc[0].startswith(f"{fmt}:")  # the user's file, no ?scale= appended
     assert set(st.curves(name)["split"]) == {"test"}  # these files have no ood split
     assert json.loads(trials["config"].iloc[0])["epochs"] == 1
+    if smoke:  # a Ray Train trial (--smoke-test forces it): the row names the worker's device
+        assert trials["device"].tolist() == ["cpu"] and trials["device_name"].iloc[0]
