@@ -32,7 +32,7 @@ from test_multinode import (  # noqa: E402
 from affectune.store import open_store  # noqa: E402
 from affectune.studies import StudySpec, run_study  # noqa: E402
 
-pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
+# Not marked `cluster` though it starts Ray: tests/shards.py balances its two shards by time.
 
 SLOT = "slot"
 EPOCHS = 3
