@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections import deque
 
 SHARDS = {"cluster": "cluster", "local": "not cluster"}
 """Shard name -> its marker expression."""
@@ -22,13 +23,12 @@ NO_TESTS_COLLECTED = 5
 """pytest's exit code when a shard selects nothing (e.g. `-k` matched only the other shard)."""
 
 
-def _stream(name: str, proc: subprocess.Popen, tail: list[str]) -> None:
+def _stream(name: str, proc: subprocess.Popen, tail: deque) -> None:
     """Copy a shard's output line by line with its prefix; keep its last lines for the summary."""
     for line in proc.stdout:
         sys.stdout.write(f"[{name}] {line}")
         sys.stdout.flush()
         tail.append(line)
-        del tail[:-15]
 
 
 def main(args: list[str]) -> int:
@@ -36,7 +36,7 @@ def main(args: list[str]) -> int:
     for name, expression in SHARDS.items():
         procs[name] = subprocess.Popen([sys.executable, "-m", "pytest", "-m", expression, *args],
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        tails[name] = []
+        tails[name] = deque(maxlen=15)
         threads.append(threading.Thread(target=_stream, args=(name, procs[name], tails[name]), daemon=True))
         threads[-1].start()
     codes = {name: proc.wait() for name, proc in procs.items()}
