@@ -1,4 +1,4 @@
-"""`make test`: the suite as two pytest processes at once, so both cores of a small machine work.
+"""`make test-shards`: the suite as two pytest processes at once, so both cores of a small machine work.
 
     python tests/shards.py [PYTEST ARGS...]
 
