@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(session, config, items):
     import study_script_runs
 
     names = [study_script_runs.case_name(**item.callspec.params) for item in items
-             if item.path.name == "test_study_scripts.py"]
+             if item.path.name == "test_study_scripts.py" and hasattr(item, "callspec")]
     if names:
         background.start(config, "study-scripts", study_script_runs.argv(names))
     if any(item.path.name == "test_devices.py" and item.name == "test_real_torch_trainer_on_fake_gpus"

@@ -1,6 +1,13 @@
-"""The 20 study-script runs of tests/test_study_scripts.py (every studies/*_search.py on an MMSA
-and a MERBench fixture, with and without --smoke-test), run by a host process in the background
+"""The study-script runs of tests/test_study_scripts.py, run by a host process in the background
 (tests/background.py: conftest.py starts it when the session collects those tests).
+
+Every studies/*_search.py runs twice, once on an MMSA and once on a MERBench fixture, one of the
+two with --smoke-test; which one alternates from script to script (`MATRIX`). So every script runs
+on both file layouts and with and without --smoke-test, every layout runs with and without it, and
+every (script, layout) pair runs: all pairs of the three factors (a strength-2 covering array).
+The full cross product (20 runs) cost about 550 CPU-seconds, a third of the suite on 2 cores, for
+combinations whose code paths these 10 runs already take (a script only names its method and
+defaults; the layout decides loading; --smoke-test decides budget and execution).
 
     python tests/study_script_runs.py NAMES_JSON WORK
 
@@ -26,7 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(REPO.glob("studies/*_search.py"))
 """Every method's study script: a new method's script is covered without editing anything."""
-CASES = [(fmt, smoke) for fmt in ("mmsa", "merbench") for smoke in (True, False)]
+FORMATS = ("mmsa", "merbench")
+MATRIX = [(script.stem, fmt, fmt == FORMATS[i % 2]) for i, script in enumerate(SCRIPTS) for fmt in FORMATS]
+"""(script, layout, smoke): each script on both layouts, the smoke run alternating between them."""
 TINY = ["--trials", "1", "--epochs", "1", "--train-seeds", "0", "--mask-seeds", "0", "--concurrent", "1"]
 RUNNERS = 3
 """Runs at a time: more only queue for the same CPUs, and queued Ray Train worker groups time out."""
@@ -43,13 +52,12 @@ def case_name(script: str, fmt: str, smoke: bool) -> str:
 def cases(work: Path, sources: dict[str, str], address: str, names: list[str] | None) -> list[tuple[str, list[str]]]:
     """(name, command line) of the cases in `names` (or all), smoke and full ones alternating."""
     out = []
-    for script in SCRIPTS:
-        for fmt, smoke in CASES:
-            name = case_name(script.stem, fmt, smoke)
-            if names is None or name in names:
-                out.append((name, [sys.executable, str(script), "--dataset", sources[fmt], *TINY, "--storage",
-                                   str(work / name), "--name", name, "--address", address,
-                                   *(["--smoke-test"] if smoke else [])]))
+    for script, fmt, smoke in MATRIX:
+        name = case_name(script, fmt, smoke)
+        if names is None or name in names:
+            out.append((name, [sys.executable, str(REPO / "studies" / f"{script}.py"), "--dataset", sources[fmt],
+                               *TINY, "--storage", str(work / name), "--name", name, "--address", address,
+                               *(["--smoke-test"] if smoke else [])]))
     return out
 
 

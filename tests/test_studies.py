@@ -160,12 +160,12 @@ def test_train_in_tune_two_workers_asha_stops_and_later_trials_start(ray_session
 
 
 def test_failing_trials_are_retried_then_recorded_and_concurrent_rows_are_not_lost(ray_session, tmp_path):
-    spec = _spec(tmp_path, "failing", search_space=failing_space, num_trials=6, max_concurrent=4,
+    spec = _spec(tmp_path, "failing", search_space=failing_space, num_trials=4, max_concurrent=4,
                  cpus_per_worker=0.5, max_failures=1, use_asha=False, base_config={**BASE, "epochs": 1},
                  objectives=(("valmask_mae", "min"), ("num_parameters", "min")))
     result = run_study(spec)
     trials = result.trials
-    assert len(trials) == 6 and trials["trial_id"].is_unique  # 4 concurrent writers lost nothing
+    assert len(trials) == 4 and trials["trial_id"].is_unique  # 4 concurrent writers lost nothing
     broken = trials[[json.loads(p).get("broken") == 1 for p in trials["params"]]]
     fine = trials.drop(broken.index)
     assert len(broken) >= 1 and len(fine) >= 1

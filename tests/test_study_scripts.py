@@ -1,7 +1,9 @@
 """Every study script (studies/*_search.py) runs as a user types it on MMSA- and MERBench-format
 files, with and without --smoke-test, tiny budgets; the summary, the store and the flags agree.
 
-The 20 runs happen in tests/study_script_runs.py (one Ray for all of them, four runs at a time),
+Which runs: tests/study_script_runs.py `MATRIX` (every script on both layouts, one of the two runs
+with --smoke-test, alternating; all pairs of script, layout and smoke are covered). The runs happen
+in tests/study_script_runs.py (one Ray for all of them, a few runs at a time),
 started by conftest.py when the session collects this module so that they run in
 the background while the rest of the suite does (tests/background.py); here they are waited for
 and checked.
@@ -16,7 +18,7 @@ import pytest
 import background
 import study_script_runs
 from affectune.store import open_store
-from study_script_runs import CASES, SCRIPTS, case_name
+from study_script_runs import FORMATS, MATRIX, SCRIPTS, case_name
 
 pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
 
@@ -29,8 +31,16 @@ def runs(request) -> dict:
     return study_script_runs.collect(code, work)
 
 
-@pytest.mark.parametrize("fmt,smoke", CASES, ids=[f"{f}-{'smoke' if s else 'full'}" for f, s in CASES])
-@pytest.mark.parametrize("script", [s.stem for s in SCRIPTS])
+def test_the_runs_cover_every_pair_of_script_layout_and_smoke():
+    pairs = lambda i, j: {(case[i], case[j]) for case in MATRIX}  # noqa: E731
+    scripts, modes = [s.stem for s in SCRIPTS], (True, False)
+    assert len(scripts) >= 2 and len(MATRIX) == len(set(MATRIX)) == 2 * len(scripts)
+    assert pairs(0, 1) == {(s, f) for s in scripts for f in FORMATS}
+    assert pairs(0, 2) == {(s, m) for s in scripts for m in modes}
+    assert pairs(1, 2) == {(f, m) for f in FORMATS for m in modes}
+
+
+@pytest.mark.parametrize("script,fmt,smoke", MATRIX, ids=[case_name(*case) for case in MATRIX])
 def test_study_script_runs_on_user_files(runs, script, fmt, smoke):
     name = case_name(script, fmt, smoke)
     returncode, out, store = runs[name]
