@@ -121,3 +121,30 @@ def test_plateau_rule_waits_for_evidence_then_stops_the_trial_that_is_behind():
     assert _decisions(late, 1, 0.05) == {"t1": 2}
     with pytest.raises(ValueError, match="plateau_tol must be >= 0"):
         StudySpec(name="a", method="dqf", plateau_tol=-0.1)
+
+
+def test_every_tabulated_space_is_a_sub_grid_of_its_registered_space():
+    # a value outside the registered range or choices (Optuna's own FixedTrial warns) or a missing
+    # param would tabulate configs a study of that space could never run
+    import warnings
+
+    import optuna
+
+    from affectune.search_spaces import get_space
+    from benchmarks.search import SPACES, _train_config
+
+    assert {"dqf-wide", "umdf-distill", "mculora-wide"} <= set(SPACES)
+    for space in SPACES.values():
+        registered = get_space(space.method, space.name)
+        for point in space.points():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                registered.define(optuna.trial.FixedTrial(point))
+            config = _train_config(space, point, seed=1)
+            assert (config["model"], config["epochs"], config["seed"]) == (space.method, space.epochs, 1)
+            drawn = {**config["model_config"], **{k: v for k, v in config.items() if k != "model_config"}}
+            params = {k: v for k, v in point.items() if k not in registered.helpers}
+            assert {k: drawn[k] for k in params} == params  # helpers (e.g. DQF's head_dim) only derive others
+    mculora = _train_config(SPACES["mculora-wide"], SPACES["mculora-wide"].points()[0], seed=0)
+    assert mculora["model_config"]["dpft_min_prob"] == pytest.approx(0.5 / 7)  # clip 0.5 -> [(1 - c)/7, (1 + c)/7]
+    assert mculora["model_config"]["dpft_max_prob"] == pytest.approx(1.5 / 7)
