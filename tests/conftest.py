@@ -16,22 +16,36 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+BACKGROUND_CHECKS = {
+    # (module, test) -> (job name, the job's argv module): slow, self-contained work a test only checks
+    ("test_devices.py", "test_real_torch_trainer_on_fake_gpus"): ("fake-gpus", "fake_gpus"),
+    ("test_cli_train.py", "test_dqf_beats_late_fusion_on_tav_auilc_and_its_curve_does_not_rise"):
+        ("dqf-vs-late-fusion", "acceptance_runs"),
+}
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
 def pytest_collection_modifyitems(session, config, items):
     """Start the slow self-contained work of the selected tests in the background (tests/background.py):
-    it runs on the second core (mostly waiting on process start-ups) while the rest of the suite runs."""
+    it runs on the second core (mostly waiting on process start-ups) while the rest of the suite runs.
+    The tests that wait for it run last, so their work has had the whole session to finish."""
     if config.option.collectonly:
         return
+    import importlib
+
     import background
     import study_script_runs
 
-    names = [study_script_runs.case_name(**item.callspec.params) for item in items
-             if item.path.name == "test_study_scripts.py" and hasattr(item, "callspec")]
+    waiting = [item for item in items if item.path.name == "test_study_scripts.py"
+               or (item.path.name, item.name) in BACKGROUND_CHECKS]
+    names = [study_script_runs.case_name(**item.callspec.params) for item in waiting if hasattr(item, "callspec")]
     if names:
         background.start(config, "study-scripts", study_script_runs.argv(names))
-    if any(item.path.name == "test_devices.py" and item.name == "test_real_torch_trainer_on_fake_gpus"
-           for item in items):
-        background.start(config, "fake-gpus", [str(background.REPO / "tests" / "fake_gpus.py")])
+    for item in waiting:
+        if (item.path.name, item.name) in BACKGROUND_CHECKS:
+            job, module = BACKGROUND_CHECKS[item.path.name, item.name]
+            background.start(config, job, importlib.import_module(module).argv())
+    items[:] = [item for item in items if item not in waiting] + waiting
 
 
 def pytest_unconfigure(config):

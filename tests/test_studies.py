@@ -252,6 +252,17 @@ def test_sampler_tries_each_point_of_a_small_grid_once_and_is_tpe_otherwise():
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 9
 
 
+def test_a_budget_larger_than_a_grid_runs_each_point_once(capsys):
+    from affectune.search_spaces import get_space
+    from affectune.studies.runner import trial_budget
+
+    paper, wide = get_space("dqf", "paper"), get_space("dqf", "wide")
+    spec = lambda n: StudySpec(name="s", method="dqf", num_trials=n, seed=3)  # noqa: E731
+    assert trial_budget(spec(6), paper).num_trials == len(paper.grid) == 5
+    assert "space 'paper' has 5 points: running 5 trials, each point once (asked for 6)" in capsys.readouterr().out
+    assert trial_budget(spec(4), paper).num_trials == 4 and trial_budget(spec(40), wide).num_trials == 40
+
+
 def test_dqf_spaces_table5_grid_and_wide_draws_are_valid_configs():
     import pickle
 
