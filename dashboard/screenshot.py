@@ -115,12 +115,29 @@ def open_robustness(page, url: str, studies: Sequence[str] | None = None) -> Non
         clear.first.click()
         wait_idle(page)
     for study in studies:
-        box.locator("input").first.click()
-        box.locator("input").first.fill(study)
-        page.get_by_role("option").filter(has_text=study).first.click()
+        choose_option(page, box, study)
         wait_idle(page)
     page.keyboard.press("Escape")
     wait_idle(page)
+
+
+def choose_option(page, box, text: str, attempts: int = 3) -> None:
+    """Type `text` into the multiselect `box` and click its option. On a loaded machine a rerun of
+    the app can redraw the widget and close its dropdown under the typing (the option then never
+    shows), so the step is retried from a closed dropdown."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        box.locator("input").first.click()
+        box.locator("input").first.fill(text)
+        try:
+            page.get_by_role("option").filter(has_text=text).first.click(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
+            page.keyboard.press("Escape")
+            wait_idle(page)
 
 
 def open_methods(page, url: str) -> None:

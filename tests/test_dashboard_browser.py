@@ -27,6 +27,7 @@ def test_robustness_and_methods_pages_in_headless_chromium(tmp_path):
         browser = screenshot.launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(90_000)  # the suite's background runs can starve the app for a while
             screenshot.open_robustness(page, url, ["dqf_mosi", "cider_mosi"])
             chips = page.locator(".st-key-curve_studies [data-tag]").all_inner_texts()
             assert len(chips) == 2 and any("dqf_mosi" in c for c in chips) and any("cider_mosi" in c for c in chips)
