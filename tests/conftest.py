@@ -24,11 +24,16 @@ BACKGROUND_CHECKS = {
 }
 
 
+TIMED_PAGES = {"test_dashboard_browser.py"}
+"""Modules that wait on a real browser with timeouts: they run at the end, once the background work
+(which starves a Streamlit app on 2 cores) is done."""
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
 def pytest_collection_modifyitems(session, config, items):
     """Start the slow self-contained work of the selected tests in the background (tests/background.py):
     it runs on the second core (mostly waiting on process start-ups) while the rest of the suite runs.
-    The tests that wait for it run last, so their work has had the whole session to finish."""
+    The tests that wait for it run near the end, so their work has had the whole session to finish."""
     if config.option.collectonly:
         return
     import importlib
@@ -45,7 +50,8 @@ def pytest_collection_modifyitems(session, config, items):
         if (item.path.name, item.name) in BACKGROUND_CHECKS:
             job, module = BACKGROUND_CHECKS[item.path.name, item.name]
             background.start(config, job, importlib.import_module(module).argv())
-    items[:] = [item for item in items if item not in waiting] + waiting
+    last = [item for item in items if item.path.name in TIMED_PAGES]
+    items[:] = [item for item in items if item not in waiting and item not in last] + waiting + last
 
 
 def pytest_unconfigure(config):
