@@ -292,7 +292,7 @@ def _prepare(spec: StudySpec, store) -> _Study:
 
 def trial_budget(spec: StudySpec, space) -> StudySpec:
     """`spec` with at most one trial per point of a finite grid: every trial trains with the study's
-    seed, so a repeated point is an identical run (6 trials on the 5-point DQF `paper` grid wasted 3
+    seed, so a repeated point is an identical run (a 6-trial study on a 5-point grid wasted 3
     on repeats under TPE, docs/studies.md). Other spaces keep the budget."""
     if not space.grid or spec.num_trials <= len(space.grid):
         return spec
