@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup browser demo test test-shards bench bench-peers dashboard gpu-check clean
+.PHONY: setup browser demo test test-serial bench bench-peers dashboard gpu-check clean
 
 setup: $(STAMP)
 
@@ -30,13 +30,14 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
+# Two pytest processes at once (tests/shards.py: the Ray-heavy modules beside the rest), then the
+# browser test alone: both cores of a 2-core machine work. Arguments: make test PYTEST_ADDOPTS=...
 test: setup browser
-	$(PY) -m pytest -q
-
-# Opt-in: two pytest processes at once (tests/shards.py), about 1-2 min faster on 2 cores, but the
-# contention made the browser test time out once (clean clone, 2026-11-22), so CI runs `make test`.
-test-shards: setup browser
 	$(PY) tests/shards.py -q
+
+# the same tests in one pytest process (slower on small machines; one stream of output)
+test-serial: setup browser
+	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) -m benchmarks

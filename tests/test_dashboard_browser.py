@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import screenshot  # noqa: E402
 from test_dashboard import build_store  # noqa: E402
 
+pytestmark = pytest.mark.browser  # tests/shards.py runs it alone, after the rest
+
 
 def test_robustness_and_methods_pages_in_headless_chromium(tmp_path):
     if screenshot.find_chromium() is None:
