@@ -302,7 +302,7 @@ def test_killed_driver_then_resume(ray_session, tmp_path):
 
 # --- ASHA stops an in-process trial: no stack trace, no thread left in torch ------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_studies import LEARNS_STUCK_LEARNS, learner_then_stuck  # noqa: E402  (lr 1e-2, 1e-7, 1e-2, in that order)
+from test_studies import learner_then_stuck  # noqa: E402  (lr 1e-2, 1e-7, 8e-3, in that order)
 
 TRACE_MARKS = ("Traceback", "Fatal Python error", "SIGABRT", "Aborted", "terminate called",
                "did not end within")
@@ -363,7 +363,7 @@ def test_asha_stops_an_in_process_trial_without_a_stack_trace(ray_session, tmp_p
     result = run_study(spec)
     time.sleep(2)  # the stopped actors have exited; their logs are flushed
     rows = result.trials.assign(lr=[json.loads(p)["lr"] for p in result.trials["params"]]).set_index("trial_id")
-    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] == LEARNS_STUCK_LEARNS[0]]
+    stuck, learners = rows[rows["lr"] == 1e-7], rows[rows["lr"] != 1e-7]
     assert len(stuck) == 1 and len(learners) == 2
     assert (stuck["status"] == "stopped").all() and (stuck["epochs_run"] == 3).all()  # ASHA's rung at epoch 3
     assert (learners["status"] == "completed").all() and (learners["epochs_run"] == 4).all()

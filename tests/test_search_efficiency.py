@@ -12,10 +12,10 @@ from affectune.studies.runner import asha_scheduler
 from affectune.studies.spec import StudySpec, default_grace_period
 
 
-def test_default_grace_period_is_a_quarter_of_the_budget_at_least_two():
+def test_default_grace_period_is_half_the_budget_at_least_two():
     assert {e: default_grace_period(e) for e in (1, 2, 4, 6, 8, 12, 20, 100)} == \
-        {1: 1, 2: 2, 4: 2, 6: 2, 8: 2, 12: 3, 20: 5, 100: 25}
-    assert StudySpec(name="a", method="dqf").resolved_grace_period(6) == 2
+        {1: 1, 2: 2, 4: 2, 6: 3, 8: 4, 12: 6, 20: 10, 100: 50}
+    assert StudySpec(name="a", method="dqf").resolved_grace_period(6) == 3
     assert StudySpec(name="a", method="dqf", grace_period=3).resolved_grace_period(6) == 3
     assert StudySpec(name="a", method="dqf", grace_period=9).resolved_grace_period(4) == 4  # never past the budget
     for bad in (0, 1.5):
@@ -69,15 +69,64 @@ def test_replay_spends_the_grid_budget_and_respects_the_grace_period():
     from benchmarks.search import replay
 
     table = _table()
+    points = sorted(str({"a": a, "b": b}) for a, b in itertools.product([0.0, 0.2], [0.0, 0.1]))
     grid = replay(table, "grid", 1, budget=16)
-    assert sorted(str(r["point"]) for r in grid["rows"]) == sorted(
-        str({"a": a, "b": b}) for a, b in itertools.product([0.0, 0.2], [0.0, 0.1]))  # each point once
+    assert sorted(str(r["point"]) for r in grid["rows"]) == points  # each point once
     assert len(grid["trace"]) == 16 and grid["trace"][-1] == pytest.approx(0.51)  # best config, train seed 1
     assert grid["pick"] == {"a": 0.0, "b": 0.0}
     asha = replay(table, "tpe+asha (platform default)", 0, budget=16)
-    assert asha["grace"] == 2 and len(asha["trace"]) == 16
-    assert all(r["epochs_run"] >= 2 for r in asha["rows"][:-1])  # the last may be cut by the budget
+    assert asha["grace"] == 2 and all(r["epochs_run"] >= 2 for r in asha["rows"])
+    # no config trains twice: once all 4 ran, the search ends, whatever budget is left
+    assert sorted(str(r["point"]) for r in asha["rows"]) == points and len(asha["trace"]) <= 16
     assert all(b <= a for a, b in zip(asha["trace"], asha["trace"][1:]))  # best so far never worsens
+    retrained = replay(table, "tpe+asha grace quarter, repeats retrained (second default)", 0, budget=40)
+    assert len(retrained["trace"]) == 40 and len(retrained["rows"]) > 4  # without the rule: repeats, all 40 spent
+
+
+def _run_searcher(space, results: dict, trials: int = 6) -> list:
+    """Configs a study's searcher starts, each finishing with objective results[str(config)]."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    from affectune.studies.searcher import NoRepeatOptunaSearch
+
+    searcher = NoRepeatOptunaSearch(space=space, metric="best_objective", mode="min",
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+    started = []
+    for k in range(trials):
+        config = searcher.suggest(f"t{k}")
+        if config == Searcher.FINISHED:
+            break
+        started.append(config)
+        searcher.on_trial_complete(f"t{k}", {"best_objective": results[str(config)]})
+    return started, searcher._ot_study
+
+
+def test_the_searcher_never_trains_a_config_twice_and_tells_repeats_their_result():
+    import optuna
+
+    from affectune.studies.searcher import MAX_REPEATED_PROPOSALS
+
+    def space(trial):
+        layers = trial.suggest_categorical("layers", (1, 2))
+        return {"hidden": 8 * layers}  # derived from the draw: part of the config
+
+    results = {str({"layers": 1, "hidden": 8}): 0.9, str({"layers": 2, "hidden": 16}): 0.7}
+    started, study = _run_searcher(space, results)
+    assert sorted(map(str, started)) == sorted(results)  # both points once, then the space is exhausted
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(finished) == 2 + MAX_REPEATED_PROPOSALS  # the repeats were told, not trained
+    assert all(t.value == results[str({"layers": t.params["layers"], "hidden": 8 * t.params["layers"]})]
+               for t in finished)  # each told the known result of its config
+
+
+def test_the_searcher_compares_whole_configs_not_only_the_drawn_params():
+    # no draws at all (the params are always {}), yet the configs differ: both must train
+    def alternating(trial):
+        return {"lr": (1e-2, 1e-3)[trial.number % 2]}
+
+    started, _ = _run_searcher(alternating, {str({"lr": 1e-2}): 0.8, str({"lr": 1e-3}): 0.9})
+    assert started == [{"lr": 1e-2}, {"lr": 1e-3}]  # the third proposal repeats the first: never trained
 
 
 def test_tpe_start_up_trials_scale_with_the_study_budget():

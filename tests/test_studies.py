@@ -40,13 +40,14 @@ def ray_session():
     ray.shutdown()
 
 
-LEARNS_STUCK_LEARNS = (1e-2, 1e-7, 1e-2)
+LEARNS_STUCK_LEARNS = (1e-2, 1e-7, 8e-3)
 
 
 def learner_then_stuck(trial):
     """Trial i gets lr LEARNS_STUCK_LEARNS[i] (a fixed order, not a draw): lr 1e-7 leaves the model
     at its initial objective while 1e-2 learns, so at ASHA's rung after epoch 3 the second trial is
-    clearly worse than the first and is stopped; the third starts after the stop. Batches of 4 give
+    clearly worse than the first and is stopped; the third, another learner (8e-3: a repeat of the
+    first config would be told its result, not trained), starts after the stop. Batches of 4 give
     the learner ~15 steps per worker by the rung (valmask MAE after epoch 3, seed 3: 1.28 with 2
     workers, 1.22 in process, against 1.56 for the stuck model)."""
     return {"lr": LEARNS_STUCK_LEARNS[trial.number % len(LEARNS_STUCK_LEARNS)]}
@@ -180,13 +181,15 @@ def test_failing_trials_are_retried_then_recorded_and_concurrent_rows_are_not_lo
     assert sorted(open_store(spec.storage).trials("failing").query("pareto")["trial_id"]) == expect
 
 
-def test_early_stopping_fires_in_a_study_whose_patience_is_shorter_than_its_epochs(ray_session, tmp_path):
+def test_early_stopping_fires_in_a_study_whose_patience_is_shorter_than_its_epochs(ray_session, tmp_path, capfd):
     """The loop's own stop decision ends the trial: a learning rate too small to change float32
     weights leaves the objective flat, so patience 1 stops epoch 2 of 5; the row is "completed"
-    (not a provisional "stopped") with its checkpoint, and eval_splits=("test",) skips ood."""
-    spec = _spec(tmp_path, "patience", search_space=one_layer_space, num_trials=1, use_asha=False,
+    (not a provisional "stopped") with its checkpoint, and eval_splits=("test",) skips ood.
+    The space has one point, so the 2 more trials asked for would repeat it: the search ends instead."""
+    spec = _spec(tmp_path, "patience", search_space=one_layer_space, num_trials=3, max_concurrent=1, use_asha=False,
                  base_config={**BASE, "epochs": 5, "patience": 1, "lr": 1e-12}, eval_splits=("test",))
     result = run_study(spec)
+    assert "the search space is exhausted, no more trials start" in capfd.readouterr().out
     (row,) = result.trials.to_dict("records")
     assert row["status"] == "completed" and row["epochs_run"] == 2 and row["best_epoch"] == 1
     assert isinstance(row["checkpoint_path"], str)

@@ -69,7 +69,7 @@ def build_parser(method: str, description: str, defaults: dict | None = None) ->
     p.add_argument("--objective", action="append", default=None, metavar="METRIC[:MODE]",
                    help="validation objective(s); repeat for multi-objective (default: the loop's selection)")
     p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
-                   help="ASHA: epochs every trial runs before it may be stopped early (default: a quarter "
+                   help="ASHA: epochs every trial runs before it may be stopped early (default: half "
                         "of --epochs, at least 2; see docs/studies.md)")
     p.add_argument("--plateau-tol", type=float, default=None, metavar="FRACTION",
                    help="ASHA: compare a trial at a rung only once it (or an earlier trial there) improved on "

@@ -4,7 +4,8 @@
 
 Phases:
 1. search: Tune runs `num_trials` trials proposed by OptunaSearch (TPE, seeded, its random start-up
-   scaled with the budget; each point once on a finite grid no larger than the budget), ASHA stops
+   scaled with the budget; each point once on a finite grid no larger than the budget; a config that
+   already finished is never trained again, `searcher.NoRepeatOptunaSearch`), ASHA stops
    poor ones on the first objective per epoch (after the grace period; optionally the plateau rule);
    each trial trains with Ray Train (or inside the trial for 1-worker CPU trials, see
    StudySpec.execution) on the validation-only view of the dataset and writes its own store row.
@@ -236,9 +237,9 @@ def run_study(spec: StudySpec, address: str | None = None, resume: bool = False)
     check_store_shared(spec, *cluster_shape())  # before any trial writes a row on some node's disk
     study = _prepare(spec, store)
     started = time.time()
-    finished = _search(study, resume)
+    finished, exhausted = _search(study, resume)
     search_wall = time.time() - started
-    if finished < study.spec.num_trials:  # Ctrl-C (or a driver stop): Tune saved its state; no selection yet
+    if finished < study.spec.num_trials and not exhausted:  # Ctrl-C (or a driver stop): Tune saved its state
         print(f"[affectune] study {spec.name!r} interrupted after {finished}/{study.spec.num_trials} trials; "
               f"continue it with resume=True (--resume)", flush=True)
         return StudyResult(name=spec.name, store_root=spec.storage, tune_path=study.tune_path,
@@ -332,8 +333,9 @@ def _write_study_row(study: _Study) -> None:
     })
 
 
-def _search(study: _Study, resume: bool) -> int:
-    """Phase 1: the Tune run (restored when resuming); returns how many trials ended."""
+def _search(study: _Study, resume: bool) -> tuple[int, bool]:
+    """Phase 1: the Tune run (restored when resuming); returns how many trials ended and whether the
+    searcher ended the search because its space was exhausted (then fewer trials are complete)."""
     from ray import tune
 
     spec = study.spec
@@ -347,18 +349,28 @@ def _search(study: _Study, resume: bool) -> int:
             tuner = tune.Tuner(trainable, tune_config=_tune_config(study),
                                run_config=_run_config(spec, spec.name, study.objectives[0][0]))
         grid = tuner.fit()
-    return grid.num_terminated + grid.num_errors
+    return grid.num_terminated + grid.num_errors, _search_exhausted(tuner)
+
+
+def _search_exhausted(tuner) -> bool:
+    """Whether the study's NoRepeatOptunaSearch ended the search on repeats. It is read from the
+    object the Tune run used (a restored run restores its saved state into it); Tune has no public
+    accessor, and under Ray Client (ray://) the searcher runs remotely: then False."""
+    local = getattr(tuner, "_local_tuner", None)
+    return bool(getattr(local._tune_config.search_alg, "exhausted", False)) if local else False
 
 
 def _tune_config(study: _Study):
-    """OptunaSearch on the space (best-so-far objectives, see the module docstring) and ASHA."""
+    """OptunaSearch on the space (best-so-far objectives, see the module docstring; no repeated
+    configs) and ASHA."""
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from affectune.studies.searcher import NoRepeatOptunaSearch
 
     spec, objectives = study.spec, study.objectives
     first_metric, first_mode = objectives[0]
     epochs = _max_epochs(study)
-    searcher = OptunaSearch(
+    searcher = NoRepeatOptunaSearch(
         space=study.space.define,
         metric=[f"best_{m}" for m, _ in objectives] if spec.multi_objective else f"best_{first_metric}",
         mode=[mode for _, mode in objectives] if spec.multi_objective else first_mode,

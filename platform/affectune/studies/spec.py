@@ -16,11 +16,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def default_grace_period(epochs: int) -> int:
-    """ASHA's default grace period for trials of `epochs` epochs: a quarter of the budget, at least
-    2 (capped at the budget). After one epoch most configs still sit on the same plateau, within the
-    spread one config shows over training seeds, so a stop there is noise; the search-efficiency
-    benchmark (benchmarks/search.py, docs/studies.md) chose this rule."""
-    return min(epochs, max(2, epochs // 4))
+    """ASHA's default grace period for trials of `epochs` epochs: half the budget, at least 2 (capped
+    at the budget). After one epoch most configs still sit on the same plateau, within the spread
+    one config shows over training seeds, so a stop there is noise, and good configs often leave it
+    only in the budget's second quarter; the search-efficiency benchmark (benchmarks/search.py,
+    docs/studies.md) chose half over a quarter and over 1."""
+    return min(epochs, max(2, epochs // 2))
 
 
 def default_tpe_startup_trials(num_trials: int) -> int:
@@ -57,7 +58,7 @@ class StudySpec:
     """Stop poor trials early with ASHA on the first objective (per epoch)."""
     grace_period: int | None = None
     """ASHA: epochs every trial runs before it may be stopped; None = `default_grace_period` of the
-    trials' epoch budget (a quarter of it, at least 2; docs/studies.md says why)."""
+    trials' epoch budget (half of it, at least 2; docs/studies.md says why)."""
     plateau_tol: float | None = None
     """ASHA: None = plain rung decisions; a number = compare a trial at a rung only once it (or an
     earlier trial at that rung) improved on its first epoch's objective by this fraction of it."""
