@@ -15,8 +15,10 @@ real studies).
    search trial with the study seed). TPE + ASHA feeds every epoch to the scheduler the platform
    builds (`affectune.studies.runner.asha_scheduler`, Ray's ASHAScheduler with the study's grace
    period and reduction factor, optionally the plateau rule) and stops where it says STOP; Optuna
-   is told the best-so-far value, as in a study. Trials run one at a time until the grid's epoch
-   budget is spent. The candidates (`METHODS`) are options of the platform's own builders.
+   is told the best-so-far value, as in a study. A proposal that repeats a finished config is told
+   its known result without training, as the study's searcher does (`searcher.ask_unseen`). Trials
+   run one at a time until the grid's epoch budget is spent or the space is exhausted. The
+   candidates (`METHODS`) are options of the platform's own builders.
    The final pick is the platform's own `select_trials` over the replayed trial rows; its test
    AUILC is the mean over the table's train seeds (the final evaluation retrains the pick with
    every train seed). Test numbers are reported only: nothing in the replay reads them.
@@ -186,18 +188,22 @@ METHODS = {
     "random": {"sampler": "random"},
     "tpe, 10 start-up": {"sampler": "tpe", "startup": 10},
     "tpe, start-up for the budget": {"sampler": "tpe"},
-    "tpe+asha grace 1, 10 start-up (old default)": {"sampler": "tpe", "startup": 10, "grace": "1"},
+    "tpe, repeats retrained": {"sampler": "tpe", "repeats": True},
+    "tpe+asha grace 1, 10 start-up, repeats retrained (first default)": {"sampler": "tpe", "startup": 10, "grace": "1",
+                                                                         "repeats": True},
+    "tpe+asha grace quarter, repeats retrained (second default)": {"sampler": "tpe", "grace": "quarter", "repeats": True},
     "tpe+asha grace 1": {"sampler": "tpe", "grace": "1"},
-    "tpe+asha grace 1 + plateau": {"sampler": "tpe", "grace": "1", "plateau": True},
+    "tpe+asha grace quarter": {"sampler": "tpe", "grace": "quarter"},
+    "tpe+asha grace quarter + plateau": {"sampler": "tpe", "grace": "quarter", "plateau": True},
     "tpe+asha, 10 start-up": {"sampler": "tpe", "startup": 10, "grace": "default"},
     "tpe+asha (platform default)": {"sampler": "tpe", "grace": "default"},
     "tpe+asha + plateau": {"sampler": "tpe", "grace": "default", "plateau": True},
-    "tpe+asha grace half": {"sampler": "tpe", "grace": "half"},
 }
 """Search methods compared, as options of the platform's own builders: the sampler (`runner._sampler`;
 TPE's start-up trials Optuna's 10 or `default_tpe_startup_trials` of the grid's trial count when
-not given), ASHA's grace period (1, `default_grace_period` of the budget, half the budget) and the
-plateau rule (`asha_scheduler(plateau_tol=...)`)."""
+not given), whether a proposal that repeats a finished config is retrained (`repeats`; the
+platform tells it its known result, `searcher.ask_unseen`), ASHA's grace period (1, a quarter of the
+budget (at least 2), or `default_grace_period`) and the plateau rule (`asha_scheduler(plateau_tol=...)`)."""
 DEFAULT_METHOD = "tpe+asha (platform default)"
 """The search a study runs when nothing is set (StudySpec's defaults)."""
 
@@ -234,7 +240,7 @@ def _grace(options: dict, epochs: int) -> int | None:
 
     if "grace" not in options:
         return None
-    return {"1": 1, "default": default_grace_period(epochs), "half": max(1, epochs // 2)}[options["grace"]]
+    return {"1": 1, "quarter": min(epochs, max(2, epochs // 4)), "default": default_grace_period(epochs)}[options["grace"]]
 
 
 def replay(table: dict, method: str, search_seed: int, budget: int, reduction_factor: int = 2) -> dict:
@@ -248,6 +254,7 @@ def replay(table: dict, method: str, search_seed: int, budget: int, reduction_fa
 
     from affectune.metrics import metric_direction
     from affectune.studies.runner import asha_scheduler, select_trials
+    from affectune.studies.searcher import ask_unseen
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dims, epochs = table["dims"], table["epochs"]
@@ -263,27 +270,36 @@ def replay(table: dict, method: str, search_seed: int, budget: int, reduction_fa
                                 sampler=_sampler(options, search_seed, len(list(itertools.product(*dims.values())))))
     trace, rows = [], []
 
-    def objective(trial) -> float:  # one trial "trains": its curve is read epoch by epoch
-        point = {k: trial.suggest_categorical(k, list(v)) for k, v in dims.items()}
-        curve = table["entries"][f"{point_key(point)}|{train_seed}"]["objective"]
+    def ask() -> optuna.trial.Trial:
+        trial = study.ask()
+        for k, v in dims.items():
+            trial.suggest_categorical(k, list(v))
+        return trial
+
+    while len(trace) < budget:  # trials one at a time; a proposal that repeats a finished config is
+        trial = ask() if options.get("repeats") else ask_unseen(study, ask)  # told its value (the platform's rule)
+        if trial is None:
+            break  # only repeats came: the space is exhausted
+        curve = table["entries"][f"{point_key(trial.params)}|{train_seed}"]["objective"]
         replayed = _ReplayedTrial(f"t{trial.number:04d}")
         if scheduler:
             scheduler.on_trial_add(None, replayed)
         best = None
-        for epoch, value in enumerate(curve, 1):
+        for epoch, value in enumerate(curve, 1):  # the trial "trains": its curve is read epoch by epoch
             best = value if best is None else better(best, value)
             trace.append(best if len(trace) == 0 else better(trace[-1], best))
             stop = scheduler and scheduler.on_trial_result(
                 None, replayed, {"training_iteration": epoch, "objective": value}) == TrialScheduler.STOP
             if len(trace) >= budget or (stop and epoch < epochs):
                 break
-        rows.append({"trial_id": replayed.trial_id, "point": point, "epochs_run": epoch, "best_objective": best,
-                     "status": "completed" if epoch == epochs else "stopped"})
-        if len(trace) >= budget:
-            trial.study.stop()
-        return best  # best-so-far, as the platform tells Optuna (runner module docstring)
-
-    study.optimize(objective, n_trials=budget)  # the grid's sampler stops the study once every point ran
+        rows.append({"trial_id": replayed.trial_id, "point": dict(trial.params), "epochs_run": epoch,
+                     "best_objective": best, "status": "completed" if epoch == epochs else "stopped"})
+        try:
+            study.tell(trial, best)  # best-so-far, as the platform tells Optuna (runner module docstring)
+        except RuntimeError as error:  # the grid's sampler stops the study once every point ran
+            if "Study.stop" not in str(error):
+                raise
+            break
     selected, _ = select_trials(pd.DataFrame(rows), (("objective", mode),), 1)
     pick = next(r["point"] for r in rows if r["trial_id"] == selected[0])
     startup = getattr(study.sampler, "_n_startup_trials", None)  # TPE's start-up trials (None: not TPE)
@@ -324,6 +340,7 @@ def summarize_replays(table: dict, runs: dict, fraction: float = 0.4) -> list[di
                     "plateau": replays[0]["plateau"], "at_fraction": at(fraction), "at_end": at(1.0),
                     "reach": reach, "budget": budget, "target": target, "targets": targets, "grid_best": grid_best,
                     "trials": np.array([len(r["rows"]) for r in replays]),
+                    "spent": np.array([len(r["trace"]) for r in replays]),  # less than the budget: space exhausted
                     "stopped": np.array([sum(row["status"] == "stopped" for row in r["rows"]) for r in replays]),
                     "test_auilc": np.array([pick_auilc(r["pick"]) for r in replays])})
     return out
@@ -348,19 +365,26 @@ def _save(space: TabularSpace, table: dict) -> None:
     os.replace(tmp, space.path)
 
 
+def _median_epochs(reach: list) -> str:
+    """Median over search seeds of the epochs to reach the target, a seed that never does counting as
+    last; "-" when the median seed never does."""
+    middle = sorted(reach, key=lambda r: float("inf") if r is None else r)[(len(reach) - 1) // 2]
+    return "-" if middle is None else str(middle)
+
+
 def markdown_table(summary: list[dict], fraction: float = 0.4) -> str:
     """The docs table: mean ± std over search seeds."""
     fmt = lambda a: f"{a.mean():.4f} ± {a.std(ddof=1):.4f}"  # noqa: E731
     budget = summary[0]["budget"]
-    lines = [f"| method | TPE start-up | ASHA grace | plateau rule | trials (stopped) | best valid objective at {fraction:.0%} of the grid's epochs | "
-             f"at 100% ({budget} epochs) | seeds reaching the grid's best by 40% / 100% | epochs to reach it "
-             "(median) | test MAE AUILC of the pick |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| method | TPE start-up | ASHA grace | plateau rule | trials (stopped) | epochs spent | best valid objective at "
+             f"{fraction:.0%} of the grid's epochs | at 100% ({budget} epochs) | seeds reaching the grid's best by 40% / 100% | "
+             "epochs to reach it (median) | test MAE AUILC of the pick |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary:
         reach = [r for r in row["reach"] if r is not None]
         early = sum(r <= fraction * budget for r in reach)
-        median = f"{sorted(reach)[len(reach) // 2]}" if len(reach) * 2 > len(row["reach"]) else "-"
+        median = _median_epochs(row["reach"])
         lines.append(f"| {row['method']} | {row['startup'] or '-'} | {row['grace'] or '-'} | {row['plateau'] or '-'} | {row['trials'].mean():.1f} ({row['stopped'].mean():.1f}) "
-                     f"| {fmt(row['at_fraction'])} | {fmt(row['at_end'])} | {early} / {len(reach)} of {len(row['reach'])} "
+                     f"| {row['spent'].mean():.0f} | {fmt(row['at_fraction'])} | {fmt(row['at_end'])} | {early} / {len(reach)} of {len(row['reach'])} "
                      f"| {median} | {fmt(row['test_auilc'])} |")
     return "\n".join(lines)
 
@@ -401,7 +425,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="table entries trained at once (one thread each)")
     parser.add_argument("--rebuild", action="store_true", help="retrain the tables even when stored")
     parser.add_argument("--table-only", action="store_true", help="build the tables, no replay")
-    parser.add_argument("--search-seeds", type=int, default=5)
+    parser.add_argument("--search-seeds", type=int, default=30)
     parser.add_argument("--img", default=str(ROOT.parent / "docs" / "img"), help="where the plots go")
     args = parser.parse_args(argv)
     for name in args.spaces.split(","):
