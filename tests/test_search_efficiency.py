@@ -83,8 +83,16 @@ def test_replay_spends_the_grid_budget_and_respects_the_grace_period():
     assert len(retrained["trace"]) == 40 and len(retrained["rows"]) > 4  # without the rule: repeats, all 40 spent
 
 
-def _run_searcher(space, results: dict, trials: int = 6) -> list:
-    """Configs a study's searcher starts, each finishing with objective results[str(config)]."""
+def test_median_epochs_counts_a_search_that_never_reaches_the_target_as_last():
+    from benchmarks.search import _median_epochs
+
+    assert _median_epochs([30, None, 10]) == "30"  # sorted: 10, 30, never
+    assert _median_epochs([None, None, 10]) == "-"  # the median search never reaches it
+    assert _median_epochs([40, 20, 10, None]) == "20"  # even count: the lower middle
+
+
+def _run_searcher(space, results: dict, trials: int = 6) -> tuple:
+    """The configs a study's searcher starts (each finishing with objective results[str(config)]) and its Optuna study."""
     import optuna
     from ray.tune.search import Searcher
 
