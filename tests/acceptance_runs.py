@@ -24,11 +24,6 @@ MODELS = {"dqf": ["--set", "layers=1"], "late_fusion": []}
 TIME_LIMIT_S = 600
 
 
-def argv() -> list[str]:
-    """The job's command line (tests/background.py adds the work directory)."""
-    return [str(Path(__file__).resolve())]
-
-
 def main(work: Path) -> int:
     procs = {}
     for model, extra in MODELS.items():

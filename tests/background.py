@@ -25,6 +25,11 @@ ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THR
        "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def script(name: str) -> list[str]:
+    """The command line of the job script tests/<name>.py (`start` adds the work directory)."""
+    return [str(REPO / "tests" / f"{name}.py")]
+
+
 def start(config, name: str, argv: list[str]) -> None:
     """Run `python ARGV... WORK` (WORK a new directory) in its own process session, output to WORK/job.log."""
     work = Path(tempfile.mkdtemp(prefix=f"affectune-{name}-"))

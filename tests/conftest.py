@@ -17,7 +17,7 @@ def one_torch_thread():
 
 
 BACKGROUND_CHECKS = {
-    # (module, test) -> (job name, the job's argv module): slow, self-contained work a test only checks
+    # (module, test) -> (job name, its script tests/<script>.py): slow, self-contained work a test only checks
     ("test_devices.py", "test_real_torch_trainer_on_fake_gpus"): ("fake-gpus", "fake_gpus"),
     ("test_cli_train.py", "test_dqf_beats_late_fusion_on_tav_auilc_and_its_curve_does_not_rise"):
         ("dqf-vs-late-fusion", "acceptance_runs"),
@@ -36,8 +36,6 @@ def pytest_collection_modifyitems(session, config, items):
     The tests that wait for it run near the end, so their work has had the whole session to finish."""
     if config.option.collectonly:
         return
-    import importlib
-
     import background
     import study_script_runs
 
@@ -48,8 +46,8 @@ def pytest_collection_modifyitems(session, config, items):
         background.start(config, "study-scripts", study_script_runs.argv(names))
     for item in waiting:
         if (item.path.name, item.name) in BACKGROUND_CHECKS:
-            job, module = BACKGROUND_CHECKS[item.path.name, item.name]
-            background.start(config, job, importlib.import_module(module).argv())
+            job, job_script = BACKGROUND_CHECKS[item.path.name, item.name]
+            background.start(config, job, background.script(job_script))
     last = [item for item in items if item.path.name in TIMED_PAGES]
     items[:] = [item for item in items if item not in waiting and item not in last] + waiting + last
 

@@ -12,12 +12,6 @@ import json
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
-
-
-def argv() -> list[str]:
-    """The job's command line (tests/background.py adds the output directory)."""
-    return [str(Path(__file__).resolve())]
 
 
 def report_placement(config: dict) -> None:

@@ -114,7 +114,7 @@ def test_train_preset_then_flags_then_set(capsys):
 def test_dqf_beats_late_fusion_on_tav_auilc_and_its_curve_does_not_rise(request):
     """The issue's acceptance check with a small budget (the README records a longer run). The two
     trainings run in the background from the start of the session (tests/acceptance_runs.py)."""
-    code, work = background.job(request, "dqf-vs-late-fusion", acceptance_runs.argv(),
+    code, work = background.job(request, "dqf-vs-late-fusion", background.script("acceptance_runs"),
                                 timeout_s=acceptance_runs.TIME_LIMIT_S + 60)
     logs = {m: (work / f"{m}.log").read_text(errors="replace")[-3000:] for m in acceptance_runs.MODELS}
     assert code == 0, logs

@@ -24,7 +24,6 @@ from ray.train.v2._internal.callbacks.accelerators import _get_visible_accelerat
 from ray.train.v2._internal.execution.worker_group.worker import ActorMetadata
 
 import background
-import fake_gpus
 from affectune.devices import Placement, cap_gpu_memory, current_placement, describe, pick_device
 
 pytestmark = pytest.mark.cluster  # tests/shards.py runs these beside the rest
@@ -147,7 +146,7 @@ def test_describe_and_memory_cap_on_cpu():
 def test_real_torch_trainer_on_fake_gpus(request):
     """Ray (a local node declaring 4 GPUs) assigns 2 workers x 2 GPUs and sets their environment
     (tests/fake_gpus.py, run in the background while the rest of the suite runs)."""
-    code, out = background.job(request, "fake-gpus", fake_gpus.argv(), timeout_s=600)
+    code, out = background.job(request, "fake-gpus", background.script("fake_gpus"), timeout_s=600)
     assert code == 0, (out / "job.log").read_text(errors="replace")[-4000:]
     seen = [json.loads((out / f"{rank}.json").read_text()) for rank in (0, 1)]
     assert [sorted(s["ids"]) for s in seen] == [["0", "1"], ["2", "3"]]
